@@ -1,9 +1,48 @@
 """optax_adaptive: published adaptive optimizers as composable optax transformations."""
 
+from optax_adaptive.adadiff import adadiff
+from optax_adaptive.adadiff import scale_by_adadiff
+from optax_adaptive.adadiff import ScaleByAdaDiffState
+from optax_adaptive.adaloss import adagrad_norm
+from optax_adaptive.adaloss import adaloss
+from optax_adaptive.adaloss import scale_by_adagrad_norm
+from optax_adaptive.adaloss import scale_by_adaloss
+from optax_adaptive.adaloss import scale_by_decay_sqrt
+from optax_adaptive.adaloss import ScaleByAdaGradNormState
+from optax_adaptive.adaloss import ScaleByAdaLossState
+from optax_adaptive.adaloss import ScaleByDecaySqrtState
+from optax_adaptive.adaloss import sgd_constant
+from optax_adaptive.adaloss import sgd_decay_sqrt
+from optax_adaptive.scale_free import adam_l2
+from optax_adaptive.scale_free import adam_prox
+from optax_adaptive.scale_free import adamw
+from optax_adaptive.scale_free import add_decoupled_weight_decay
+from optax_adaptive.scale_free import proximal_weight_decay
+from optax_adaptive.scale_free import ScheduledWeightDecayState
+
 # ACME (optax_adaptive/acme.py): exports go here.
 
 __version__ = '0.1.0'
 
 __all__ = (
+    'adadiff',
+    'adagrad_norm',
+    'adaloss',
+    'adam_l2',
+    'adam_prox',
+    'adamw',
+    'add_decoupled_weight_decay',
+    'proximal_weight_decay',
+    'scale_by_adadiff',
+    'scale_by_adagrad_norm',
+    'scale_by_adaloss',
+    'scale_by_decay_sqrt',
+    'ScaleByAdaDiffState',
+    'ScaleByAdaGradNormState',
+    'ScaleByAdaLossState',
+    'ScaleByDecaySqrtState',
+    'ScheduledWeightDecayState',
+    'sgd_constant',
+    'sgd_decay_sqrt',
     # ACME names go here.
 )

@@ -1,0 +1,187 @@
+"""AdaDiff: Adam whose second moment also tracks the change of the gradient."""
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_adaptive import _validation
+
+
+class ScaleByAdaDiffState(NamedTuple):
+  """State of :func:`scale_by_adadiff`.
+
+  Attributes:
+    count: number of steps taken.
+    mu: first moment of the gradient.
+    nu: second moment of the gradient and of its change; with
+      ``accumulate_eps`` it also holds every step's ``eps``.
+    previous_updates: the previous step's gradient (zero before the first).
+  """
+  count: chex.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  previous_updates: optax.Updates
+
+
+def scale_by_adadiff(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    accumulate_eps: bool = True,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Rescales updates by AdaDiff's moments.
+
+  .. math::
+    m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \\
+    v_t = \beta_2 v_{t-1} + (1 - \beta_2) \left(g_t^2
+      + (g_t - g_{t-1})^2\right) + \epsilon, \\
+    u_t = \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} \frac{m_t}{\sqrt{v_t}},
+
+  with :math:`g_0 = 0`. The :math:`+\epsilon` is the authors' code: it is added
+  to the stored :math:`v_t` every step (as in AdaBelief's code), so it
+  accumulates. ``accumulate_eps=False`` gives the textbook form
+  :math:`u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` with :math:`v_t`
+  free of :math:`\epsilon`.
+
+  Args:
+    b1: decay of the first moment, in [0, 1).
+    b2: decay of the second moment, in [0, 1).
+    eps: the stabiliser, >= 0; the authors' PTB runs use 1e-16.
+    accumulate_eps: the authors' form (True) or the textbook form (False).
+    mu_dtype: dtype of ``mu`` and ``previous_updates``; by default that of the
+      updates.
+    nu_dtype: dtype of ``nu``; by default that of the updates.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_adaptive
+    >>> tx = optax.chain(optax.clip_by_global_norm(1.0),
+    ...                  optax_adaptive.scale_by_adadiff(),
+    ...                  optax.scale_by_learning_rate(1e-3))
+    >>> params = {'w': jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({'w': jnp.full(3, 0.1)}, state, params)
+    >>> print(jnp.round(updates['w'] * 1e3, 4))
+    [-0.7069 -0.7069 -0.7069]
+
+  References:
+    Huang et al., AdaDiff: Adaptive gradient descent with the differential of
+    gradient, 2021 (code: `deerOfHd/AdaDiff_v1
+    <https://github.com/deerOfHd/AdaDiff_v1>`_).
+  """
+  _validation.check_beta('b1', b1)
+  _validation.check_beta('b2', b2)
+  _validation.check_non_negative('eps', eps)
+
+  def init_fn(params):
+    return ScaleByAdaDiffState(
+        count=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=optax.tree.zeros_like(params, dtype=nu_dtype),
+        previous_updates=optax.tree.zeros_like(params, dtype=mu_dtype),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = optax.safe_increment(state.count)
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+
+    def second_moment(g, nu, g_prev):
+      change = g - g_prev
+      nu = b2 * nu + (1 - b2) * (jnp.square(g) + jnp.square(change))
+      return nu + eps if accumulate_eps else nu
+
+    nu = jax.tree.map(second_moment, updates, state.nu, state.previous_updates)
+    if accumulate_eps:
+      step_size = jnp.sqrt(1 - b2**count) / (1 - b1**count)
+      new_updates = jax.tree.map(
+          lambda m, v: step_size * m / jnp.sqrt(v), mu, nu)
+    else:
+      mu_hat = optax.tree.bias_correction(mu, b1, count)
+      nu_hat = optax.tree.bias_correction(nu, b2, count)
+      new_updates = jax.tree.map(
+          lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+    new_updates = optax.tree.cast_like(new_updates, updates)
+    return new_updates, ScaleByAdaDiffState(
+        count=count,
+        mu=optax.tree.cast(mu, mu_dtype),
+        nu=optax.tree.cast(nu, nu_dtype),
+        previous_updates=optax.tree.cast(updates, mu_dtype),
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def adadiff(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    accumulate_eps: bool = True,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""AdaDiff: Adam whose second moment also tracks :math:`(g_t - g_{t-1})^2`.
+
+  .. math::
+    \tilde g_t = g_t + \lambda p_t, \qquad
+    p_{t+1} = p_t - \eta_t \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}
+      \frac{m_t}{\sqrt{v_t}},
+
+  with :math:`m_t, v_t` as in :func:`scale_by_adadiff`, computed from
+  :math:`\tilde g_t` (the L2 term is part of the remembered gradient, as in the
+  authors' code). Compared with :func:`optax.adam`, the second moment grows
+  where the gradient oscillates, which shortens the step there.
+
+  Args:
+    learning_rate: :math:`\eta_t`, a float or an optax schedule.
+    b1: decay of the first moment, in [0, 1).
+    b2: decay of the second moment, in [0, 1).
+    eps: the stabiliser, >= 0.
+    weight_decay: :math:`\lambda`, L2 penalty added to the gradient.
+    accumulate_eps: the authors' accumulating ``eps`` (True) or the textbook
+      :math:`\hat m_t / (\sqrt{\hat v_t} + \epsilon)` (False).
+    mu_dtype: dtype of the first moment and of the remembered gradient.
+    nu_dtype: dtype of the second moment.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_adaptive
+    >>> loss_fn = lambda p: jnp.sum((p - 1.0) ** 2)
+    >>> params = jnp.zeros(3)
+    >>> tx = optax_adaptive.adadiff(learning_rate=0.1)
+    >>> state = tx.init(params)
+    >>> @jax.jit
+    ... def step(params, state):
+    ...   updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+    ...   return optax.apply_updates(params, updates), state
+    >>> for _ in range(300):
+    ...   params, state = step(params, state)
+    >>> print(jnp.round(params, 2))
+    [1. 1. 1.]
+
+  References:
+    Huang et al., AdaDiff: Adaptive gradient descent with the differential of
+    gradient, 2021 (code: `deerOfHd/AdaDiff_v1
+    <https://github.com/deerOfHd/AdaDiff_v1>`_).
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_non_negative('weight_decay', weight_decay)
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      scale_by_adadiff(b1=b1, b2=b2, eps=eps, accumulate_eps=accumulate_eps,
+                       mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+      optax.scale_by_learning_rate(learning_rate),
+  )
