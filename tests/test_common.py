@@ -1,0 +1,239 @@
+"""The suite every optimizer of the library passes (after optax's contrib tests).
+
+Each entry is built from its public alias and driven the same way: the loss is
+passed as ``value`` and its function as ``value_fn``, so methods that need them
+(AdaLoss, ACME) and methods that ignore them go through identical code.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_adaptive
+
+
+class Entry(NamedTuple):
+  name: str
+  factory: Callable[..., optax.GradientTransformationExtraArgs]
+  kwargs: dict[str, Any]
+  rosenbrock_kwargs: dict[str, Any]
+  # Integer arguments that select code paths, not values to inject.
+  static_args: tuple[str, ...] = ()
+
+
+OPTIMIZERS = (
+    Entry('adaloss', optax_adaptive.adaloss,
+          dict(learning_rate=0.2, b0=1.0),
+          dict(learning_rate=0.02, b0=5.0)),
+    Entry('sgd_constant', optax_adaptive.sgd_constant,
+          dict(learning_rate=0.1, b0=1.0),
+          dict(learning_rate=0.002, b0=1.0)),
+    Entry('sgd_decay_sqrt', optax_adaptive.sgd_decay_sqrt,
+          dict(learning_rate=1.0, b0=1.0),
+          dict(learning_rate=0.002, b0=1.0, alpha=1e-4)),
+    Entry('adagrad_norm', optax_adaptive.adagrad_norm,
+          dict(learning_rate=1.0, b0=1.0),
+          dict(learning_rate=0.5, b0=1.0)),
+    Entry('adagrad_norm_rows',
+          functools.partial(optax_adaptive.adagrad_norm, granularity='rows'),
+          dict(learning_rate=1.0, b0=1.0),
+          dict(learning_rate=0.5, b0=1.0),
+          static_args=('axis',)),
+    Entry('adam_l2', optax_adaptive.adam_l2,
+          dict(learning_rate=0.01, weight_decay=1e-6),
+          dict(learning_rate=0.01)),
+    Entry('adamw', optax_adaptive.adamw,
+          dict(learning_rate=0.01, weight_decay=1e-6),
+          dict(learning_rate=0.01)),
+    Entry('adam_prox', optax_adaptive.adam_prox,
+          dict(learning_rate=0.01, weight_decay=1e-6),
+          dict(learning_rate=0.01)),
+    Entry('adadiff', optax_adaptive.adadiff,
+          dict(learning_rate=0.01, weight_decay=1e-6),
+          dict(learning_rate=0.01)),
+)
+IDS = [e.name for e in OPTIMIZERS]
+parametrize_optimizers = pytest.mark.parametrize('entry', OPTIMIZERS, ids=IDS)
+
+
+def parabola(params):
+  return sum(jnp.sum((x - 1.0) ** 2) for x in jax.tree.leaves(params))
+
+
+def rosenbrock(params):
+  return (1 - params['x']) ** 2 + 100 * (params['y'] - params['x'] ** 2) ** 2
+
+
+def initial_params(dtype=jnp.float32):
+  """A tree with a matrix, a vector and a scalar: every leaf kind a model has."""
+  return {'dense': {'kernel': jnp.zeros((3, 2), dtype), 'bias': jnp.zeros(2, dtype)},
+          'scale': jnp.zeros((), dtype)}
+
+
+def make_step(tx, loss_fn):
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, value=loss, value_fn=loss_fn)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def run(tx, loss_fn, params, steps, *, jit=True):
+  step = make_step(tx, loss_fn)
+  state = tx.init(params)
+  if not jit:
+    for _ in range(steps):
+      params, state = step(params, state)
+    return params, state
+
+  def body(carry, _):
+    return step(*carry), None
+
+  (params, state), _ = jax.jit(
+      lambda c: jax.lax.scan(body, c, length=steps))((params, state))
+  return params, state
+
+
+@parametrize_optimizers
+@pytest.mark.parametrize('problem', ['parabola', 'rosenbrock'])
+def test_converges(entry, problem):
+  if problem == 'parabola':
+    params, _ = run(entry.factory(**entry.kwargs), parabola, initial_params(), 2000)
+    expected = jax.tree.map(jnp.ones_like, params)
+  else:
+    start = {'x': jnp.array(0.0), 'y': jnp.array(0.0)}
+    params, _ = run(entry.factory(**entry.rosenbrock_kwargs), rosenbrock,
+                    start, 20_000)
+    expected = {'x': 1.0, 'y': 1.0}
+  chex.assert_trees_all_close(params, expected, atol=1e-2)
+
+
+@parametrize_optimizers
+def test_jit_matches_eager(entry):
+  tx = entry.factory(**entry.kwargs)
+  eager, eager_state = run(tx, parabola, initial_params(), 5, jit=False)
+  jitted, jitted_state = run(tx, parabola, initial_params(), 5, jit=True)
+  chex.assert_trees_all_close(eager, jitted, rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(eager_state, jitted_state, rtol=1e-6, atol=1e-7)
+
+
+@parametrize_optimizers
+def test_inject_hyperparams_gives_the_same_trajectory(entry):
+  # In float64: in float32, an injected b2 = 0.999 is rounded before 1 - b2 is
+  # taken, which moves Adam-type updates by ~1e-5 relative (optax's own too).
+  with jax.enable_x64(True):
+    params = initial_params(jnp.float64)
+    plain, _ = run(entry.factory(**entry.kwargs), parabola, params, 20)
+    injected_tx = optax.inject_hyperparams(
+        entry.factory, static_args=entry.static_args)(**entry.kwargs)
+    injected, state = run(injected_tx, parabola, params, 20)
+  chex.assert_trees_all_close(plain, injected, rtol=1e-12, atol=1e-14)
+  for name, value in entry.kwargs.items():
+    np.testing.assert_allclose(state.hyperparams[name], value, rtol=1e-7)
+
+
+@parametrize_optimizers
+def test_learning_rate_schedule(entry):
+  learning_rate = entry.kwargs['learning_rate']
+  as_float, _ = run(entry.factory(**entry.kwargs), parabola, initial_params(), 10)
+  constant = dict(entry.kwargs,
+                  learning_rate=optax.constant_schedule(learning_rate))
+  as_schedule, _ = run(entry.factory(**constant), parabola, initial_params(), 10)
+  chex.assert_trees_all_close(as_float, as_schedule, rtol=1e-6, atol=1e-7)
+
+  # A schedule that drops to zero after the first step must freeze the
+  # parameters from then on, whatever the method adapts.
+  def one_step_only(count):
+    return jnp.where(count < 1, learning_rate, 0.0)
+
+  frozen_kwargs = dict(entry.kwargs, learning_rate=one_step_only)
+  tx = entry.factory(**frozen_kwargs)
+  after_one, _ = run(tx, parabola, initial_params(), 1)
+  after_five, _ = run(tx, parabola, initial_params(), 5)
+  chex.assert_trees_all_close(after_one, after_five, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(after_one['dense']['kernel'], 0.0)
+
+
+@parametrize_optimizers
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_updates_keep_the_parameter_dtype(entry, dtype):
+  tx = entry.factory(**entry.kwargs)
+  params = initial_params(dtype)
+  state = tx.init(params)
+  loss, grads = jax.value_and_grad(parabola)(params)
+  updates, _ = jax.jit(functools.partial(tx.update, value_fn=parabola))(
+      grads, state, params, value=loss)
+  chex.assert_trees_all_equal_dtypes(updates, params)
+  chex.assert_tree_all_finite(updates)
+  params, _ = run(tx, parabola, params, 3)
+  chex.assert_trees_all_equal_dtypes(params, initial_params(dtype))
+
+
+@parametrize_optimizers
+def test_state_structure_shapes_and_dtypes_are_stable(entry):
+  tx = entry.factory(**entry.kwargs)
+  params = initial_params()
+  state = tx.init(params)
+  step = jax.jit(make_step(tx, parabola))
+  for _ in range(3):
+    params, new_state = step(params, state)
+    chex.assert_trees_all_equal_structs(state, new_state)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
+    chex.assert_tree_all_finite(new_state)
+    state = new_state
+  for path, count in optax.tree.get_all_with_path(state, 'count'):
+    assert int(count) == 3, path
+
+
+@parametrize_optimizers
+def test_extra_arguments_are_accepted(entry):
+  tx = optax.chain(optax.clip_by_global_norm(10.0), entry.factory(**entry.kwargs))
+  params = initial_params()
+  state = tx.init(params)
+  loss, grads = jax.value_and_grad(parabola)(params)
+  reference, _ = tx.update(grads, state, params, value=loss, value_fn=parabola)
+  with_more, _ = tx.update(grads, state, params, value=loss, value_fn=parabola,
+                           unrelated_argument=jnp.ones(3))
+  chex.assert_trees_all_close(reference, with_more)
+
+
+@parametrize_optimizers
+def test_multi_steps_applies_one_update_per_k_calls(entry):
+  tx = entry.factory(**entry.kwargs)
+  accumulated = optax.MultiSteps(tx, every_k_schedule=2)
+  params = initial_params()
+  loss, grads = jax.value_and_grad(parabola)(params)
+  kwargs = dict(value=loss, value_fn=parabola)
+
+  single, _ = tx.update(grads, tx.init(params), params, **kwargs)
+  state = accumulated.init(params)
+  first, state = accumulated.update(grads, state, params, **kwargs)
+  second, state = accumulated.update(grads, state, params, **kwargs)
+  chex.assert_trees_all_close(first, jax.tree.map(jnp.zeros_like, params))
+  chex.assert_trees_all_close(second, single, rtol=1e-6, atol=1e-7)
+
+
+@parametrize_optimizers
+def test_apply_if_finite_skips_a_non_finite_step(entry):
+  tx = entry.factory(**entry.kwargs)
+  guarded = optax.apply_if_finite(tx, max_consecutive_errors=3)
+  params = initial_params()
+  state = guarded.init(params)
+  loss, grads = jax.value_and_grad(parabola)(params)
+  bad_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), grads)
+  updates, bad_state = guarded.update(
+      bad_grads, state, params, value=jnp.nan, value_fn=parabola)
+  chex.assert_trees_all_close(updates, jax.tree.map(jnp.zeros_like, params))
+  assert int(bad_state.notfinite_count) == 1
+  chex.assert_trees_all_close(bad_state.inner_state, state.inner_state)
+  chex.assert_tree_all_finite(bad_state.inner_state)
+  good, _ = guarded.update(grads, bad_state, params, value=loss, value_fn=parabola)
+  expected, _ = tx.update(grads, tx.init(params), params, value=loss,
+                          value_fn=parabola)
+  chex.assert_trees_all_close(good, expected, rtol=1e-6, atol=1e-7)
