@@ -237,3 +237,33 @@ def test_apply_if_finite_skips_a_non_finite_step(entry):
   expected, _ = tx.update(grads, tx.init(params), params, value=loss,
                           value_fn=parabola)
   chex.assert_trees_all_close(good, expected, rtol=1e-6, atol=1e-7)
+
+
+@parametrize_optimizers
+def test_trains_a_flax_nnx_model_through_nnx_optimizer(entry):
+  nnx = pytest.importorskip('flax.nnx')
+  model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+                         nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+  optimizer = nnx.Optimizer(model, entry.factory(**entry.kwargs), wrt=nnx.Param)
+  x = jax.random.normal(jax.random.key(2), (32, 4))
+  y = jnp.sin(x.sum(axis=1, keepdims=True))
+
+  def loss_fn(model):
+    return jnp.mean((model(x) - y) ** 2)
+
+  @nnx.jit
+  def train_step(model, optimizer):
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+
+    def value_fn(params):
+      return loss_fn(nnx.merge(graphdef, params, rest))
+
+    optimizer.update(model, grads, value=loss, value_fn=value_fn)
+    return loss
+
+  first = float(train_step(model, optimizer))
+  for _ in range(30):
+    last = float(train_step(model, optimizer))
+  assert last < first
+  chex.assert_tree_all_finite(nnx.state(optimizer))
