@@ -255,6 +255,9 @@ def scale_by_decay_sqrt(
     >>> updates, _ = tx.update(jnp.array([4.0]), tx.init(params), params)
     >>> print(updates)
     [2.]
+
+  References:
+    Wu, Xie, Du and Ward, AdaLoss, AAAI 2022 (the "SGD-DecaySqrt" baseline).
   """
   _validation.check_positive('b0', b0)
   _validation.check_non_negative('alpha', alpha)

@@ -142,6 +142,10 @@ def add_decoupled_weight_decay(
     >>> updates, state = tx.update(jnp.array([0.0]), tx.init(params), params)
     >>> print(updates, state.decay)
     [-1.] 0.5
+
+  References:
+    Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
+    methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: u - decay * p,
@@ -187,11 +191,23 @@ def proximal_weight_decay(
     >>> updates, _ = tx.update(jnp.array([0.0]), tx.init(params), params)
     >>> print(params + updates)
     [1.]
+
+  References:
+    Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
+    methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: (u - decay * p) / (1 + decay),
       weight_decay, learning_rate, base_learning_rate,
       decay_with_learning_rate, mask)
+
+
+def _scale_by_adam(b1, b2, eps, mu_dtype) -> optax.GradientTransformation:
+  """optax's Adam scaling, after the range checks optax leaves to the caller."""
+  _validation.check_beta('b1', b1)
+  _validation.check_beta('b2', b2)
+  _validation.check_non_negative('eps', eps)
+  return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
 
 
 def adam_l2(
@@ -376,11 +392,3 @@ def adam_prox(
           weight_decay, learning_rate, base_learning_rate=base_learning_rate,
           decay_with_learning_rate=decay_with_learning_rate, mask=mask),
   )
-
-
-def _scale_by_adam(b1, b2, eps, mu_dtype) -> optax.GradientTransformation:
-  """optax's Adam scaling, after the range checks optax leaves to the caller."""
-  _validation.check_beta('b1', b1)
-  _validation.check_beta('b2', b2)
-  _validation.check_non_negative('eps', eps)
-  return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)

@@ -267,3 +267,22 @@ def test_trains_a_flax_nnx_model_through_nnx_optimizer(entry):
     last = float(train_step(model, optimizer))
   assert last < first
   chex.assert_tree_all_finite(nnx.state(optimizer))
+
+
+@parametrize_optimizers
+def test_a_jitted_step_needs_no_host_transfer_and_compiles_once(entry):
+  tx = entry.factory(**entry.kwargs)
+  traces = []
+
+  def counted_step(params, state):
+    traces.append(None)
+    return make_step(tx, parabola)(params, state)
+
+  step = jax.jit(counted_step)
+  params = jax.device_put(initial_params())
+  state = jax.device_put(tx.init(params))
+  params, state = step(params, state)
+  with jax.transfer_guard('disallow'):
+    for _ in range(3):
+      params, state = step(params, state)
+  assert len(traces) == 1
