@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import jax
+
 import optax_adaptive
 
 README = pathlib.Path(__file__).parent.parent / 'README.md'
@@ -20,6 +22,22 @@ def test_readme_python_examples_run_in_order():
     exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
   # The first example trains; a loss that did not fall means a broken example.
   assert float(namespace['loss']) < 1e-3
+
+
+def test_the_training_step_trains_with_every_method_listed():
+  first, alternatives = _python_blocks(README.read_text())[:2]
+  tx_lines = [line for line in alternatives.splitlines() if line.startswith('tx =')]
+  assert len(tx_lines) >= 8
+  for tx_line in tx_lines:
+    namespace = {}
+    # The first block with its optimizer replaced by this line; the effective
+    # step it prints exists for AdaLoss only.
+    code = first.replace(first.splitlines()[5], tx_line).split('print(')[0]
+    exec(compile(code, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+    initial = float(namespace['loss_fn'](
+        {'w': jax.numpy.zeros((3, 1)), 'b': jax.numpy.zeros(1)},
+        namespace['x'], namespace['y']))
+    assert float(namespace['loss']) < 0.1 * initial, tx_line
 
 
 def test_every_public_function_is_in_the_api_table():
