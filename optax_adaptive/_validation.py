@@ -6,6 +6,7 @@ schedules) are not checked here: they cannot be read without a host round trip.
 """
 
 from collections.abc import Callable
+import math
 from typing import Any
 
 import jax
@@ -22,16 +23,22 @@ def _concrete_float(value: Any) -> float | None:
   return float(array)
 
 
+def check_finite(name: str, value: Any) -> None:
+  x = _concrete_float(value)
+  if x is not None and not math.isfinite(x):
+    raise ValueError(f'`{name}` must be a finite number, got {value!r}.')
+
+
 def check_non_negative(name: str, value: Any) -> None:
   x = _concrete_float(value)
-  if x is not None and not x >= 0:
-    raise ValueError(f'`{name}` must be >= 0, got {value!r}.')
+  if x is not None and not (math.isfinite(x) and x >= 0):
+    raise ValueError(f'`{name}` must be a finite number >= 0, got {value!r}.')
 
 
 def check_positive(name: str, value: Any) -> None:
   x = _concrete_float(value)
-  if x is not None and not x > 0:
-    raise ValueError(f'`{name}` must be > 0, got {value!r}.')
+  if x is not None and not (math.isfinite(x) and x > 0):
+    raise ValueError(f'`{name}` must be a finite number > 0, got {value!r}.')
 
 
 def check_beta(name: str, value: Any) -> None:

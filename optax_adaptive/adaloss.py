@@ -93,6 +93,7 @@ def scale_by_adaloss(
   """
   _validation.check_positive('b0', b0)
   _validation.check_non_negative('alpha', alpha)
+  _validation.check_finite('c', c)
 
   def init_fn(params):
     del params
@@ -333,6 +334,14 @@ class ScaleByAdaGradNormState(NamedTuple):
   accumulator: Any
 
 
+def _check_output_axis(params, axis: int) -> None:
+  for path, leaf in jax.tree.leaves_with_path(params):
+    if leaf.ndim >= 2 and not -leaf.ndim <= axis < leaf.ndim:
+      raise ValueError(
+          f'`axis` must index an axis of every parameter of rank >= 2, got '
+          f'{axis} for {jax.tree_util.keystr(path)} of shape {leaf.shape}.')
+
+
 def _row_axes(ndim: int, axis: int) -> tuple[int, ...]:
   """The axes summed into one accumulator per output unit of a leaf."""
   if ndim < 2:
@@ -389,6 +398,7 @@ def scale_by_adagrad_norm(
     if granularity == 'global':
       return ScaleByAdaGradNormState(
           count=jnp.zeros([], jnp.int32), accumulator=initial)
+    _check_output_axis(params, axis)
 
     def leaf_accumulator(p):
       shape = tuple(1 if a in _row_axes(p.ndim, axis) else n

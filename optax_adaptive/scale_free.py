@@ -57,9 +57,13 @@ def _scheduled_weight_decay(
   _validation.check_learning_rate(learning_rate)
   if base_learning_rate is None and not decay_with_learning_rate:
     initial = learning_rate(0) if callable(learning_rate) else learning_rate
-    _validation.check_positive(
-        'learning_rate at step 0 (pass `base_learning_rate` for a schedule '
-        'that starts at zero)', initial)
+    try:
+      _validation.check_positive('learning_rate', initial)
+    except ValueError as error:
+      raise ValueError(
+          f'{error} The decay is scaled by learning_rate(t) / learning_rate(0):'
+          ' pass `base_learning_rate` for a schedule that starts at zero.'
+      ) from None
   elif base_learning_rate is not None:
     _validation.check_positive('base_learning_rate', base_learning_rate)
 
