@@ -1,0 +1,1 @@
+"""Experiments reproducing the papers of optax_adaptive, in the layout of the Flax examples."""
