@@ -20,11 +20,16 @@ from optax_adaptive.scale_free import add_decoupled_weight_decay
 from optax_adaptive.scale_free import proximal_weight_decay
 from optax_adaptive.scale_free import ScheduledWeightDecayState
 
-# ACME (optax_adaptive/acme.py): exports go here.
+from optax_adaptive.acme import acme
+from optax_adaptive.acme import acme_step
+from optax_adaptive.acme import AcmeState
 
 __version__ = '0.1.0'
 
 __all__ = (
+    'acme',
+    'acme_step',
+    'AcmeState',
     'adadiff',
     'adagrad_norm',
     'adaloss',
@@ -44,5 +49,4 @@ __all__ = (
     'ScheduledWeightDecayState',
     'sgd_constant',
     'sgd_decay_sqrt',
-    # ACME names go here.
 )

@@ -25,6 +25,8 @@ class Entry(NamedTuple):
   rosenbrock_kwargs: dict[str, Any]
   # Integer arguments that select code paths, not values to inject.
   static_args: tuple[str, ...] = ()
+  # False for a method that adapts its own rate from a float start.
+  takes_schedule: bool = True
 
 
 OPTIMIZERS = (
@@ -57,6 +59,20 @@ OPTIMIZERS = (
     Entry('adadiff', optax_adaptive.adadiff,
           dict(learning_rate=0.01, weight_decay=1e-6),
           dict(learning_rate=0.01)),
+    Entry('acme', optax_adaptive.acme,
+          dict(learning_rate=0.01, weight_decay=1e-6),
+          dict(learning_rate=0.01),
+          static_args=('acme', 'adam', 'asam', 'nesterov', 'bias_correction',
+                       'schedule_steps'),
+          takes_schedule=False),
+    Entry('acme_sgd_asam_nesterov',
+          functools.partial(optax_adaptive.acme, adam=False, asam=True,
+                            nesterov=True),
+          dict(learning_rate=0.01, rho=0.05),
+          dict(learning_rate=0.001, rho=0.001),
+          static_args=('acme', 'adam', 'asam', 'nesterov', 'bias_correction',
+                       'schedule_steps'),
+          takes_schedule=False),
 )
 IDS = [e.name for e in OPTIMIZERS]
 parametrize_optimizers = pytest.mark.parametrize('entry', OPTIMIZERS, ids=IDS)
@@ -141,6 +157,11 @@ def test_inject_hyperparams_gives_the_same_trajectory(entry):
 @parametrize_optimizers
 def test_learning_rate_schedule(entry):
   learning_rate = entry.kwargs['learning_rate']
+  if not entry.takes_schedule:
+    with pytest.raises(ValueError, match='`learning_rate`.*float'):
+      entry.factory(**dict(entry.kwargs,
+                           learning_rate=optax.constant_schedule(learning_rate)))
+    return
   as_float, _ = run(entry.factory(**entry.kwargs), parabola, initial_params(), 10)
   constant = dict(entry.kwargs,
                   learning_rate=optax.constant_schedule(learning_rate))
