@@ -22,6 +22,7 @@ from optax_adaptive.scale_free import ScheduledWeightDecayState
 
 from optax_adaptive.acme import acme
 from optax_adaptive.acme import acme_step
+from optax_adaptive.acme import AcmeBranch
 from optax_adaptive.acme import AcmeState
 
 __version__ = '0.1.0'
@@ -29,6 +30,7 @@ __version__ = '0.1.0'
 __all__ = (
     'acme',
     'acme_step',
+    'AcmeBranch',
     'AcmeState',
     'adadiff',
     'adagrad_norm',

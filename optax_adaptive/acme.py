@@ -8,6 +8,7 @@ code drives this with a closure and Python branches; here every branch is a
 ``jnp.where`` on device values, so a step is one compiled program.
 """
 
+import enum
 import functools
 import inspect
 import math
@@ -21,16 +22,18 @@ import optax
 
 from optax_adaptive import _validation
 
-# Values of `AcmeState.branch`: the rows of the step-size table, in order.
-BRANCH_NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
-BRANCH_CUBIC = 1  # slopes change sign: the cubic's minimiser
-BRANCH_PARABOLA_NEW = 2  # improved, still descending: parabola at the look point
-BRANCH_PARABOLA_OLD = 3  # worse, was descending: parabola at the start
-BRANCH_GROW = 4  # improved, both slopes descending: extrapolate up
-BRANCH_SHRINK = 5  # worse, both slopes ascending: extrapolate down
-BRANCH_OTHERWISE = 6  # keep the rate if improved, else zero
-BRANCH_NO_ACME = -1  # `acme=False`: the rate is not adapted
-BRANCH_REJECTED = -2  # a non-finite quantity: the step was rejected
+class AcmeBranch(enum.IntEnum):
+  """Values of :attr:`AcmeState.branch`: the row of the step-size table taken."""
+  REJECTED = -2  # a non-finite quantity: the step was rejected
+  NO_ACME = -1  # `acme=False`: the rate is not adapted
+  NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
+  CUBIC = 1  # slopes change sign: the cubic's minimiser
+  PARABOLA_NEW = 2  # improved, still descending: parabola at the look point
+  PARABOLA_OLD = 3  # worse, was descending: parabola at the start
+  GROW = 4  # improved, both slopes descending: extrapolate up
+  SHRINK = 5  # worse, both slopes ascending: extrapolate down
+  OTHERWISE = 6  # keep the rate if improved, else zero
+
 
 _SCHEDULE_FLOOR = 0.01
 
@@ -48,9 +51,9 @@ class AcmeState(NamedTuple):
       to 1 (it drives the bias corrections and the internal schedule).
     schedule_factor: the internal cosine factor on the leap, from 1 down to
       0.01 over ``schedule_steps``.
-    branch: the row of the step-size table the last step took (the
-      ``BRANCH_*`` constants of this module: 0 to 6, -1 without ``acme``,
-      -2 for a rejected step).
+    branch: the row of the step-size table the last step took, an
+      :class:`AcmeBranch` (0 to 6; -1 without ``acme``, -2 for a rejected
+      step).
     num_rejected: number of steps rejected for a non-finite quantity.
   """
   count: chex.Array
@@ -113,22 +116,22 @@ def step_size_table(loss0, loss1, slope0, slope1, learning_rate, b1):
        ~better & (slope0 > 0),
        better & (slope0 > 0) & (slope1 > 0),
        ~better & (slope0 < 0) & (slope1 < 0)],
-      [BRANCH_NOT_SIGNIFICANT, BRANCH_CUBIC, BRANCH_PARABOLA_NEW,
-       BRANCH_PARABOLA_OLD, BRANCH_GROW, BRANCH_SHRINK],
-      default=BRANCH_OTHERWISE)
+      [AcmeBranch.NOT_SIGNIFICANT, AcmeBranch.CUBIC, AcmeBranch.PARABOLA_NEW,
+       AcmeBranch.PARABOLA_OLD, AcmeBranch.GROW, AcmeBranch.SHRINK],
+      default=AcmeBranch.OTHERWISE)
   cubic = (-b3 + jnp.sqrt(b3**2 - 3 * a3 * c3)) / (3 * a3)
   parabola_new = -b2_new / a2_new / 2
   parabola_old = -b2_old / a2_old / 2
   keep = jnp.where(better, lr, 0.0)
   fitted = jnp.select(
-      [branch == BRANCH_CUBIC, branch == BRANCH_PARABOLA_NEW,
-       branch == BRANCH_PARABOLA_OLD], [cubic, parabola_new, parabola_old],
+      [branch == AcmeBranch.CUBIC, branch == AcmeBranch.PARABOLA_NEW,
+       branch == AcmeBranch.PARABOLA_OLD], [cubic, parabola_new, parabola_old],
       default=keep)
   new = jnp.select(
-      [branch == BRANCH_NOT_SIGNIFICANT,
-       branch == BRANCH_GROW,
-       branch == BRANCH_SHRINK,
-       branch == BRANCH_OTHERWISE],
+      [branch == AcmeBranch.NOT_SIGNIFICANT,
+       branch == AcmeBranch.GROW,
+       branch == AcmeBranch.SHRINK,
+       branch == AcmeBranch.OTHERWISE],
       [jnp.where(better, 2 * lr, lr),
        jnp.minimum(lr * (1 + slope1 / slope0), lr * (2 - b1) / (1 - b1)),
        jnp.maximum(-lr * slope1 / slope0, lr * (0.5 - b1) / (1 - b1)),
@@ -272,7 +275,7 @@ def acme(
         learning_rate=jnp.asarray(learning_rate, float_dtype),
         step=jnp.ones([], jnp.int32),
         schedule_factor=jnp.ones([], float_dtype),
-        branch=jnp.full([], BRANCH_NO_ACME, jnp.int32),
+        branch=jnp.array(AcmeBranch.NO_ACME, jnp.int32),
         num_rejected=jnp.zeros([], jnp.int32),
     )
 
@@ -349,7 +352,7 @@ def acme(
       accepted = avg_finite
       new_params, mu, nu = params1, mu1, nu1
       new_lr, schedule_factor = lr, state.schedule_factor
-      branch = jnp.asarray(BRANCH_NO_ACME, jnp.int32)
+      branch = jnp.asarray(AcmeBranch.NO_ACME, jnp.int32)
       step = state.step + 1
     else:
       loss1, grads1 = loss_and_grad(params1)
@@ -403,7 +406,7 @@ def acme(
         schedule_factor=jnp.where(
             accepted, schedule_factor,
             1.0 if use_acme else state.schedule_factor).astype(lr.dtype),
-        branch=jnp.where(accepted, branch, BRANCH_REJECTED).astype(jnp.int32),
+        branch=jnp.where(accepted, branch, AcmeBranch.REJECTED).astype(jnp.int32),
         num_rejected=state.num_rejected + (~accepted).astype(jnp.int32),
     )
     new_updates = jax.tree.map(lambda new, old: (new - old).astype(old.dtype),

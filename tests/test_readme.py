@@ -17,11 +17,15 @@ def _python_blocks(text):
 def test_readme_python_examples_run_in_order():
   namespace = {}
   blocks = _python_blocks(README.read_text())
-  assert blocks
+  final_losses = []
   for block in blocks:
     exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
-  # The first example trains; a loss that did not fall means a broken example.
-  assert float(namespace['loss']) < 1e-3
+    if 'for _ in range' in block:
+      final_losses.append(float(namespace['loss']))
+  # Two examples train (the jitted step, ACME with NNX) from losses near 3; a
+  # loss that did not fall means a broken example.
+  assert len(final_losses) == 2
+  assert final_losses[0] < 1e-3 and final_losses[1] < 0.05
 
 
 def test_the_training_step_trains_with_every_method_listed():
