@@ -239,9 +239,8 @@ def acme(
     >>> opt_state = optimizer.init(params)
     >>> for _ in range(200):
     ...   params, opt_state, loss, _ = step(params, opt_state, x, y)
-    >>> print(f'{loss:.1e}', opt_state.learning_rate > 0.01)
-    ... # doctest: +ELLIPSIS
-    ...e-... True
+    >>> print(bool(loss < 1e-3), bool(opt_state.learning_rate > 0.01))
+    True True
 
   References:
     ACME (ICASSP 2025 submission), code: `ignasi00/acme
