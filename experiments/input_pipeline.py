@@ -43,6 +43,7 @@ class DatasetInfo:
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   splits: tuple[str, ...]
+  flip: bool = True  # a mirrored digit is another glyph: no flips for digits
 
 
 DATASETS = {
@@ -51,7 +52,7 @@ DATASETS = {
     'cifar100': DatasetInfo(100, _CIFAR100_MEAN, _CIFAR100_STD,
                             ('train', 'test', 'train45k', 'val5k')),
     'digits': DatasetInfo(10, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                          ('train', 'test')),
+                          ('train', 'test'), flip=False),
 }
 
 
@@ -142,12 +143,12 @@ def data_source(dataset: str, split: str, data_dir: str | None = None):
   return source
 
 
-def _random_crop_and_flip(image, rng, padding):
+def _random_crop_and_flip(image, rng, padding, flip):
   padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
   top, left = rng.integers(0, 2 * padding + 1, size=2)
   height, width = image.shape[:2]
   image = padded[top:top + height, left:left + width]
-  return image[:, ::-1] if rng.random() < 0.5 else image
+  return image[:, ::-1] if flip and rng.random() < 0.5 else image
 
 
 def _cutout(image, rng, length):
@@ -171,13 +172,14 @@ class _Preprocess:
   mean: np.ndarray
   std: np.ndarray
   train: bool
+  flip: bool
   cutout: int
   image_size: int
 
   def __call__(self, record, rng):
     image = np.asarray(record['image'])
     if self.train:
-      image = _random_crop_and_flip(image, rng, padding=4)
+      image = _random_crop_and_flip(image, rng, padding=4, flip=self.flip)
     image = (image.astype(np.float32) / 255.0 - self.mean) / self.std
     if self.train and self.cutout:
       image = _cutout(image, rng, self.cutout)
@@ -203,7 +205,8 @@ def create_split(dataset: str, split: str, *, batch_size: int, train: bool,
   """One epoch of batches of this host's share, as a random-access dataset.
 
   Training epochs are shuffled and augmented (4-pixel zero padding and a
-  random 32x32 crop, a horizontal flip with probability 1/2, optional Cutout)
+  random 32x32 crop, a horizontal flip with probability 1/2 except for digits,
+  optional Cutout)
   under ``(seed, epoch)`` and drop the last incomplete batch. Evaluation keeps
   every example: the last batch is padded, and ``mask`` is False on padding.
   Each host of a multi-host run reads rows ``process_index::process_count`` of
@@ -238,8 +241,8 @@ def create_split(dataset: str, split: str, *, batch_size: int, train: bool,
   else:
     num_batches = -(-num_examples // batch_size)
   preprocess = _Preprocess(np.asarray(info.mean, np.float32),
-                           np.asarray(info.std, np.float32), train, cutout,
-                           image_size)
+                           np.asarray(info.std, np.float32), train, info.flip,
+                           cutout, image_size)
   examples = records.random_map(preprocess, seed=_derived_seed(seed, epoch, 1))
 
   def local_batch(batch_index):

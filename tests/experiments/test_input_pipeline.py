@@ -107,3 +107,21 @@ def test_unknown_names_list_the_choices():
     input_pipeline.dataset_info('imagenet')
   with pytest.raises(ValueError, match='train45k'):
     input_pipeline.data_source('cifar10', 'validation')
+
+
+def test_digits_are_cropped_but_never_mirrored():
+  assert not input_pipeline.dataset_info('digits').flip
+  assert input_pipeline.dataset_info('cifar10').flip
+  image = np.zeros((32, 32, 3), np.uint8)
+  image[:, 2] = 255  # a stroke near the left edge
+
+  def stroke_columns(flip):
+    columns = set()
+    for seed in range(40):
+      out = input_pipeline._random_crop_and_flip(  # pylint: disable=protected-access
+          image, np.random.default_rng(seed), padding=4, flip=flip)
+      columns.add(int(np.argmax(out[:, :, 0].sum(axis=0))))
+    return columns
+
+  assert max(stroke_columns(flip=False)) <= 6  # shifted by the crop only
+  assert max(stroke_columns(flip=True)) >= 25  # some mirrored
