@@ -278,6 +278,11 @@ def acme(
         num_rejected=jnp.zeros([], jnp.int32),
     )
 
+  def internal_schedule(t):
+    """The cosine factor on the leap: 1 at t = 0, 0.01 at `schedule_steps`."""
+    cosine = (1 + jnp.cos(math.pi * t / schedule_steps)) / 2
+    return _SCHEDULE_FLOOR + (1 - _SCHEDULE_FLOOR) * cosine
+
   def update_fn(updates, state, params=None, *, value=None, value_fn=None,
                 **extra_args):
     if params is None or value is None or value_fn is None:
@@ -375,7 +380,7 @@ def acme(
                                   new_params, nesterov_grads, look_denominators)
       new_params = optax.tree.scale(1 - leap * weight_decay, new_params)
       new_lr = b1 * lr + (1 - b1) * target_lr
-      schedule_factor = _schedule(t)
+      schedule_factor = internal_schedule(t)
 
       improved = loss1 < loss0
       mu2, nu2, second_avg_finite = average(mu1, nu1, grads1)
@@ -411,10 +416,6 @@ def acme(
     new_updates = jax.tree.map(lambda new, old: (new - old).astype(old.dtype),
                                new_params, params0)
     return new_updates, new_state
-
-  def _schedule(t):
-    cosine = (1 + jnp.cos(math.pi * t / schedule_steps)) / 2
-    return _SCHEDULE_FLOOR + (1 - _SCHEDULE_FLOOR) * cosine
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
