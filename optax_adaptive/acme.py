@@ -25,7 +25,7 @@ from optax_adaptive import _validation
 class AcmeBranch(enum.IntEnum):
   """Values of :attr:`AcmeState.branch`: the row of the step-size table taken."""
   REJECTED = -2  # a non-finite quantity: the step was rejected
-  NO_ACME = -1  # `acme=False`: the rate is not adapted
+  NO_ACME = -1  # `acme=False` (the rate is not adapted), or no step yet
   NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
   CUBIC = 1  # slopes change sign: the cubic's minimiser
   PARABOLA_NEW = 2  # improved, still descending: parabola at the look point
@@ -52,8 +52,8 @@ class AcmeState(NamedTuple):
     schedule_factor: the internal cosine factor on the leap, from 1 down to
       0.01 over ``schedule_steps``.
     branch: the row of the step-size table the last step took, an
-      :class:`AcmeBranch` (0 to 6; -1 without ``acme``, -2 for a rejected
-      step).
+      :class:`AcmeBranch` (0 to 6; -1 without ``acme`` and before the first
+      step, -2 for a rejected step).
     num_rejected: number of steps rejected for a non-finite quantity.
   """
   count: chex.Array
@@ -71,8 +71,17 @@ def _tree_sum(tree) -> jax.Array:
 
 
 def _weighted_sum(a, b, denominators) -> jax.Array:
-  """:math:`\\sum a \\cdot b / D` over every element of every leaf."""
-  return _tree_sum(jax.tree.map(lambda x, y, d: x * y / d, a, b, denominators))
+  """:math:`\\sum a \\cdot b / D` over every element of every leaf.
+
+  Low-precision leaves (bfloat16, float16) are summed in float32: the slopes
+  and the damping factor are differences of these sums, which bfloat16's three
+  significant digits would swamp (the authors' code sums in float64).
+  """
+  def term(x, y, d):
+    dtype = jnp.promote_types(jnp.result_type(x, y, d), jnp.float32)
+    return x.astype(dtype) * y.astype(dtype) / jnp.asarray(d, dtype)
+
+  return _tree_sum(jax.tree.map(term, a, b, denominators))
 
 
 def _value_fn_kwargs(value_fn, extra_args) -> dict[str, Any]:
@@ -202,8 +211,11 @@ def acme(
   ``optax.apply_if_finite``) work, with the loss of the last micro-step.
 
   Args:
-    learning_rate: the initial rate; the adapted rate lives in the state, so
-      under ``optax.inject_hyperparams`` it sets the start only.
+    learning_rate: the initial rate; the adapted rate lives in the state
+      (``state.learning_rate``), so under ``optax.inject_hyperparams`` the
+      injected value sets the start only, and
+      ``optax.tree.get(state, 'learning_rate')`` finds both: read the adapted
+      one as ``state.inner_state.learning_rate`` there.
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to :math:`\sqrt{v / c_2}`.
@@ -353,7 +365,9 @@ def acme(
         params1 = jax.tree.map(lambda p, g, d: p - lr * (1 - b1) * g / d,
                                params1, direction_grads, look_denominators)
       params1 = optax.tree.scale(1 - lr * weight_decay, params1)
-      accepted = avg_finite
+      # The loss is not read here, but a non-finite one means the gradient
+      # cannot be trusted either: reject, as with ``acme``.
+      accepted = avg_finite & jnp.isfinite(loss0)
       new_params, mu, nu = params1, mu1, nu1
       new_lr, schedule_factor = lr, state.schedule_factor
       branch = jnp.asarray(AcmeBranch.NO_ACME, jnp.int32)
