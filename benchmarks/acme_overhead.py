@@ -6,10 +6,13 @@ so the floor is 2.0x a plain jitted Adam step on the same model and batch
 small CIFAR-style CNN with BatchNorm, on a batch of random 32x32x3 images.
 
     python benchmarks/acme_overhead.py            # prints the table
+    python benchmarks/acme_overhead.py --steps 50 --batch-size 256
     python benchmarks/acme_overhead.py --write    # and updates BENCHMARKS.md
 """
 
 import argparse
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -56,21 +59,33 @@ def adam_step(loss_fn, optimizer):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def seconds_per_step(step, params, opt_state, batch, repeats):
-  carry = [jax.tree.map(jnp.copy, params), opt_state]
+def interleaved_median_seconds(steps, params, batch, num_steps, warmup=3):
+  """Median seconds per step of each variant, timed in alternation.
 
-  def run():
-    params, opt_state, loss, _ = step(carry[0], carry[1], *batch)
-    carry[:] = [params, opt_state]
-    jax.block_until_ready(loss)
-
-  return report.median_seconds(run, warmup=3, repeats=repeats)
+  One step of every variant per round, so a change of load on a shared machine
+  falls on all of them alike instead of on whichever ran during it.
+  """
+  carries = {name: [jax.tree.map(jnp.copy, params), optimizer.init(params)]
+             for name, (_, optimizer) in steps.items()}
+  times = {name: [] for name in steps}
+  for round_index in range(warmup + num_steps):
+    for name, (step, _) in steps.items():
+      carry = carries[name]
+      start = time.perf_counter()
+      new_params, opt_state, loss, _ = step(carry[0], carry[1], *batch)
+      jax.block_until_ready(loss)
+      elapsed = time.perf_counter() - start
+      carry[:] = [new_params, opt_state]
+      if round_index >= warmup:
+        times[name].append(elapsed)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch-size', type=int, default=128)
-  parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument('--steps', type=int, default=20,
+                      help='timed steps of each variant (after 3 warm-up steps)')
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')
   args = parser.parse_args()
@@ -92,11 +107,9 @@ def main():
     variants[name] = (optax_adaptive.acme_step(loss_fn, optimizer, has_aux=True),
                       optimizer)
 
-  times = {}
-  for name, (step, optimizer) in variants.items():
-    times[name] = seconds_per_step(step, params, optimizer.init(params), batch,
-                                   args.repeats)
-    print(f'{name:36s} {1e3 * times[name]:8.2f} ms', flush=True)
+  times = interleaved_median_seconds(variants, params, batch, args.steps)
+  for name, seconds in times.items():
+    print(f'{name:36s} {1e3 * seconds:8.2f} ms', flush=True)
 
   base = times['Adam (optax.adam, one evaluation)']
   goals = {'ACME (Adam)': '2.0 floor, goal ≤ 2.15',
@@ -105,7 +118,7 @@ def main():
       f'Device: {report.machine_description()}.',
       f'Model: a 3-stage conv-BN-ReLU CNN ({sum(x.size for x in jax.tree.leaves(params)):,}'
       f' parameters), batch {args.batch_size} of 32x32x3, median of '
-      f'{args.repeats} jitted, donated steps.',
+      f'{args.steps} jitted, donated steps of each, timed in alternation.',
       '',
       '| step | ms / step | vs Adam | floor and goal |',
       '| --- | ---: | ---: | --- |',
