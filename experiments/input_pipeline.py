@@ -1,261 +1,529 @@
-"""Image input pipelines: CIFAR from TFDS, scikit-learn's digits, Grain batching.
+"""Image input pipelines: CIFAR-10/100 from TFDS and scikit-learn's digits.
 
-Records are read with ``tfds.data_source`` (ArrayRecord, random access, no
-TensorFlow at training time) and batched and augmented with Grain. Every epoch
-is a deterministic dataset of batches: example order and augmentation depend
-only on ``(seed, epoch, index)``, so a run resumes at batch ``k`` of epoch ``e``
-by asking for exactly that batch, and each host reads its own slice of every
-global batch.
+Modelled on the Flax ImageNet example's input pipeline, without TensorFlow:
+CIFAR is read with ``tfds.data_source`` (ArrayRecord files, random access) and
+batched and augmented with Grain.
 
-Preparing CIFAR once needs TensorFlow (TFDS encodes the images with it); see
-:data:`PREPARE_COMMAND`. ``digits`` needs nothing: it is scikit-learn's bundled
-8x8 digits, upsampled to 32x32x3, the dataset of a first run.
+* **Data.** A split is read once per process into memory and kept there (the
+  50,000 CIFAR training images take 150 MB), so an epoch costs only its
+  augmentation. Preparing the ArrayRecord files once needs TensorFlow; see
+  :data:`PREPARE_COMMAND`. ``digits`` is scikit-learn's bundled 8x8 digits,
+  upsampled to 32x32x3: no download, the dataset of a first run.
+* **Augmentation** (training): a random 32x32 crop of the image padded with 4
+  zero pixels on each side, as PyTorch's ``RandomCrop(32, padding=4)``; a
+  horizontal flip with probability 1/2 (not for digits: a mirrored digit is
+  another glyph); per-channel normalisation; optionally Cutout. At another
+  ``image_size`` (224 to fine-tune ViT or ResNet-50) the crop is instead a
+  random ``image_size`` crop of the image resized bilinearly to
+  ``image_size * 8 / 7`` (256 for 224), and evaluation takes the centre crop,
+  as the AdaLoss code's ``Resize(256)`` and ``RandomCrop(224)`` or
+  ``CenterCrop(224)``.
+* **Order and randomness.** Epoch ``e`` of a training split is a permutation
+  drawn under ``(seed, e)``; the augmentation of example ``i`` in epoch ``e``
+  draws from a counter-based generator (Philox) keyed by ``seed`` at counter
+  ``(e, i)``. Every batch is therefore a function of ``seed`` and its position
+  alone: the iterator resumes from a saved position (:class:`BatchIterator`),
+  and neither the number of reader threads nor the number of hosts changes a
+  batch. Grain maps these examples, batches them and assembles batches ahead
+  on threads.
+* **Batches.** A training epoch has ``n // batch_size`` full batches; the last
+  ``n % batch_size`` examples of each shuffled epoch are left out. Evaluation
+  keeps every example in order: the last batch is padded with zero images,
+  and ``mask`` is False on the padding, as in the Flax examples.
+* **Hosts.** ``batch_size`` is the global batch. Host ``k`` of ``p`` (Grain's
+  ``ShardByJaxProcess``: ``jax.process_index()`` of ``jax.process_count()``)
+  gets rows ``[k * b, (k + 1) * b)`` of every global batch, ``b =
+  batch_size // p``, so the hosts' local batches laid end to end in process
+  order are the global batch; every host serves the same number of batches.
 """
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import grain
-import jax
 import numpy as np
+from PIL import Image
 
-PREPARE_COMMAND = (
-    'pip install tensorflow && '
-    'tfds build {name} --file_format=array_record --data_dir={data_dir}')
+PREPARE_COMMAND = ('pip install tensorflow importlib_resources && '
+                   'tfds build {name} --file_format=array_record '
+                   '--data_dir={data_dir}')
+"""Prepares a CIFAR dataset for ``tfds.data_source``, once.
 
-# Per-channel statistics of the training images, as the papers' code uses them.
-_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-_CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-_CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-_SPLIT_SEED = 0  # the 45k/5k split is fixed, whatever the training seed
+TFDS's CIFAR builder reads the downloaded archive with ``tf.io.gfile`` and
+encodes every image to PNG with ``tf.image.encode_png``, and the ``tfds``
+command imports TensorFlow; ``importlib_resources`` is imported by TFDS's
+builder but not installed with it. Reading the prepared files needs neither
+(TFDS decodes the PNGs with Pillow).
+"""
+
+DATASETS = ('cifar10', 'cifar100', 'digits')
+_CIFAR_SPLITS = {'train': 50_000, 'test': 10_000,
+                 'train45k': 45_000, 'val5k': 5_000}
 _DIGITS_TRAIN = 1500
+_DIGITS_SPLITS = {'train': _DIGITS_TRAIN, 'test': 1797 - _DIGITS_TRAIN}
+_NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'digits': 10}
+_IMAGE_SIZE = 32
+_PADDING = 4
+_RESIZE_RATIO = 256 / 224
+
+# Per-channel mean and standard deviation of the training images, as in
+# Zhuang et al.'s code. AdaLoss's code uses (0.5071, 0.4867, 0.4408) and
+# (0.2675, 0.2565, 0.2761) for CIFAR-100; AdaDiff's uses (0.4914, 0.4822,
+# 0.4465) and (0.2023, 0.1994, 0.2010) for both datasets: pass `mean_std`.
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_MEAN_STD = ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762))
+
+# The 45k/5k split and the digits split are fixed, whatever the training seed.
+_SPLIT_SEED = 0
+_VALIDATION_FRACTION = 0.1
+# Domain separation of the streams derived from the training seed.
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
 
 
 class DatasetNotFoundError(FileNotFoundError):
-  """A dataset that has not been prepared; the message says how to prepare it."""
+  """A dataset that is not prepared; the message says how to prepare it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
+class DatasetInfo(NamedTuple):
+  """What a model and a training loop need to know about a dataset."""
   num_classes: int
-  mean: tuple[float, float, float]
-  std: tuple[float, float, float]
-  splits: tuple[str, ...]
-  flip: bool = True  # a mirrored digit is another glyph: no flips for digits
-
-
-DATASETS = {
-    'cifar10': DatasetInfo(10, _CIFAR10_MEAN, _CIFAR10_STD,
-                           ('train', 'test', 'train45k', 'val5k')),
-    'cifar100': DatasetInfo(100, _CIFAR100_MEAN, _CIFAR100_STD,
-                            ('train', 'test', 'train45k', 'val5k')),
-    'digits': DatasetInfo(10, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                          ('train', 'test'), flip=False),
-}
+  num_examples: Mapping[str, int]  # per split
+  image_size: int  # side of the stored square images
 
 
 def dataset_info(name: str) -> DatasetInfo:
+  """The number of classes, examples per split and image side of a dataset.
+
+  Example:
+    >>> from experiments import input_pipeline
+    >>> num_classes, num_examples, image_size = input_pipeline.dataset_info(
+    ...     'cifar100')
+    >>> num_classes, num_examples['val5k'], image_size
+    (100, 5000, 32)
+
+  Args:
+    name: one of :data:`DATASETS`.
+
+  Returns:
+    A :class:`DatasetInfo`, a named tuple
+    ``(num_classes, num_examples, image_size)``.
+
+  Raises:
+    ValueError: an unknown name; the message lists the known ones.
+  """
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; choose one of '
                      f'{", ".join(DATASETS)}.')
-  return DATASETS[name]
+  splits = _DIGITS_SPLITS if name == 'digits' else _CIFAR_SPLITS
+  return DatasetInfo(_NUM_CLASSES[name], dict(splits), _IMAGE_SIZE)
 
 
-def split_45k_5k(num_examples: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-  """Fixed, disjoint train/validation indices of the CIFAR training set."""
-  order = np.random.default_rng(_SPLIT_SEED).permutation(num_examples)
-  validation = num_examples // 10
-  return np.sort(order[validation:]), np.sort(order[:validation])
+def split_45k_5k(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The fixed train/validation indices of a training set, stratified by class.
+
+  A tenth of each class goes to validation, as in the AdaLoss code (450
+  training and 50 validation images per CIFAR-100 class, 4,500 and 500 per
+  CIFAR-10 class), chosen under a fixed seed independent of the training seed.
+
+  Example:
+    >>> import numpy as np
+    >>> from experiments import input_pipeline
+    >>> labels = np.arange(50_000) % 100
+    >>> train, validation = input_pipeline.split_45k_5k(labels)
+    >>> len(train), len(validation)
+    (45000, 5000)
+
+  Args:
+    labels: the class of every example of the training set.
+
+  Returns:
+    ``(train, validation)``: sorted, disjoint index arrays that together cover
+    every example.
+
+  References:
+    Wu, Xie, Du and Ward, `AdaLoss: A computationally-efficient and provably
+    convergent adaptive gradient method <https://arxiv.org/abs/2109.08282>`_,
+    AAAI 2022.
+  """
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(_SPLIT_SEED)
+  validation = []
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    validation.append(members[:round(len(members) * _VALIDATION_FRACTION)])
+  validation = np.sort(np.concatenate(validation))
+  train = np.setdiff1d(np.arange(len(labels)), validation)
+  return train, validation
 
 
-class _Subset(Sequence):
-  """Random access to chosen rows of a data source."""
-
-  def __init__(self, source, indices):
-    self._source, self._indices = source, indices
-
-  def __len__(self):
-    return len(self._indices)
-
-  def __getitem__(self, i):
-    return self._source[int(self._indices[i])]
+class StoredSplit(NamedTuple):
+  """The images and labels of a split as stored."""
+  images: np.ndarray  # (n, 32, 32, 3) uint8
+  labels: np.ndarray  # (n,) int32
 
 
 @functools.cache
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-  """Digits as uint8 32x32x3 images (nearest-neighbour upsampling) and labels."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  digits = load_digits()
+def _digits() -> tuple[StoredSplit, StoredSplit]:
+  """Digits as 32x32x3 uint8 images: train and test under a fixed split.
+
+  Each 8x8 pixel becomes a 4x4 block (nearest-neighbour upsampling), its grey
+  level, 0 to 16, is scaled to 0 to 255 and copied to the three channels.
+  """
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
   images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-  images = images.repeat(4, axis=1).repeat(4, axis=2)
+  scale = _IMAGE_SIZE // images.shape[1]
+  images = images.repeat(scale, axis=1).repeat(scale, axis=2)
   images = np.repeat(images[..., None], 3, axis=-1)
-  order = np.random.default_rng(_SPLIT_SEED).permutation(len(images))
-  return images[order], digits.target[order].astype(np.int64)
+  labels = digits.target.astype(np.int32)
+  order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
+  train, test = order[:_DIGITS_TRAIN], order[_DIGITS_TRAIN:]
+  return (StoredSplit(images[train], labels[train]),
+          StoredSplit(images[test], labels[test]))
 
 
-class _ArraySource(Sequence):
-
-  def __init__(self, images, labels):
-    self._images, self._labels = images, labels
-
-  def __len__(self):
-    return len(self._labels)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': self._labels[i]}
-
-
-def data_source(dataset: str, split: str, data_dir: str | None = None):
-  """Random access to the records `{'image': uint8 HWC, 'label'}` of a split."""
-  info = dataset_info(dataset)
-  if split not in info.splits:
-    raise ValueError(f'Unknown split {split!r} of {dataset}; choose one of '
-                     f'{", ".join(info.splits)}.')
-  if dataset == 'digits':
-    images, labels = _digits()
-    rows = slice(None, _DIGITS_TRAIN) if split == 'train' else slice(
-        _DIGITS_TRAIN, None)
-    return _ArraySource(images[rows], labels[rows])
-
+def _open_tfds(name: str, split: str, data_dir: str | None):
+  """`tfds.data_source`, or one clear error if the dataset is not prepared."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds_split = 'test' if split == 'test' else 'train'
-  where = data_dir or '~/tensorflow_datasets'
-  prepare = PREPARE_COMMAND.format(name=dataset, data_dir=where)
   try:
-    source = tfds.data_source(dataset, split=tfds_split, data_dir=data_dir,
-                              download=False)
-  except (NotImplementedError, AssertionError, FileNotFoundError,
-          tfds.core.registered.DatasetNotFoundError) as error:
-    # TFDS says "TFRecord is not supported" for a folder with nothing in it.
-    if tfds.builder(dataset, data_dir=data_dir).is_prepared():
+    return tfds.data_source(name, split=split, data_dir=data_dir,
+                            download=False)
+  # TFDS raises NotImplementedError, KeyError or FileNotFoundError for a
+  # dataset that is not there, depending on what the folder holds.
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    builder = tfds.builder(name, data_dir=data_dir)
+    if (builder.is_prepared() and
+        builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD):
+      raise  # there, yet unreadable: TFDS's error says why
+    root = builder.data_dir_root
+    command = PREPARE_COMMAND.format(name=name, data_dir=root)
+    if builder.is_prepared():
       raise DatasetNotFoundError(
-          f'{dataset} in {where} is not in ArrayRecord format, which reading '
-          f'without TensorFlow needs. Prepare it again with:\n  {prepare}'
-      ) from error
+          f'{name} in {root} is prepared as {builder.info.file_format.value} '
+          f'files, which tfds.data_source cannot read. Prepare it as '
+          f'ArrayRecord files with:\n  {command} --overwrite') from error
     raise DatasetNotFoundError(
-        f'{dataset} is not prepared in {where}. Prepare it once with:\n  '
-        f'{prepare}') from error
+        f'{name} is not prepared in {root}. Prepare it once with:\n'
+        f'  {command}') from error
+
+
+_TFDS_CACHE: dict[tuple[Any, ...], StoredSplit] = {}
+
+
+def _read_tfds(name: str, split: str, data_dir: str | None) -> StoredSplit:
+  """A TFDS split in memory, read once per process."""
+  source = _open_tfds(name, split, data_dir)
+  key = (name, split, str(source.dataset_info.data_dir), len(source))
+  if key not in _TFDS_CACHE:
+    logging.info('Reading %d records of %s/%s.', len(source), name, split)
+    records = [source[i] for i in range(len(source))]
+    _TFDS_CACHE[key] = StoredSplit(
+        np.stack([record['image'] for record in records]),
+        np.array([record['label'] for record in records], np.int32))
+  return _TFDS_CACHE[key]
+
+
+def read_split(dataset: str, split: str,
+               data_dir: str | None = None) -> StoredSplit:
+  """The stored images and labels of a split, in order, without augmentation.
+
+  Example:
+    >>> from experiments import input_pipeline
+    >>> images, labels = input_pipeline.read_split('digits', 'test')
+    >>> images.shape, images.dtype, labels.shape, labels.dtype
+    ((297, 32, 32, 3), dtype('uint8'), (297,), dtype('int32'))
+
+  Args:
+    dataset: one of :data:`DATASETS`.
+    split: a split of ``dataset_info(dataset).num_examples``.
+    data_dir: where TFDS keeps prepared datasets (TFDS's default if None).
+
+  Returns:
+    A :class:`StoredSplit`, the named tuple ``(images, labels)``.
+
+  Raises:
+    ValueError: an unknown dataset or split.
+    DatasetNotFoundError: CIFAR is not prepared in ``data_dir``.
+  """
+  info = dataset_info(dataset)
+  if split not in info.num_examples:
+    raise ValueError(f'Unknown split {split!r} of {dataset}; choose one of '
+                     f'{", ".join(info.num_examples)}.')
+  if dataset == 'digits':
+    train, test = _digits()
+    return train if split == 'train' else test
+  arrays = _read_tfds(dataset, 'test' if split == 'test' else 'train',
+                      data_dir)
   if split in ('train45k', 'val5k'):
-    train, validation = split_45k_5k(len(source))
-    return _Subset(source, train if split == 'train45k' else validation)
-  return source
+    train, validation = split_45k_5k(arrays.labels)
+    rows = train if split == 'train45k' else validation
+    arrays = StoredSplit(arrays.images[rows], arrays.labels[rows])
+  return arrays
 
 
-def _random_crop_and_flip(image, rng, padding, flip):
-  padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-  top, left = rng.integers(0, 2 * padding + 1, size=2)
-  height, width = image.shape[:2]
-  image = padded[top:top + height, left:left + width]
-  return image[:, ::-1] if flip and rng.random() < 0.5 else image
-
-
-def _cutout(image, rng, length):
-  """DeVries and Taylor's Cutout: one square of zeros, clipped at the border."""
-  height, width = image.shape[:2]
-  y, x = rng.integers(0, height), rng.integers(0, width)
-  image = image.copy()
-  image[max(0, y - length // 2):y + length // 2,
-        max(0, x - length // 2):x + length // 2] = 0.0
-  return image
-
-
-def _resize(image, size):
-  return np.asarray(jax.image.resize(image, (size, size, image.shape[-1]),
-                                     'bilinear'))
+def _default_mean_std(dataset: str) -> tuple[Sequence[float], Sequence[float]]:
+  """(mean, std) per channel; digits' are those of its training images."""
+  if dataset == 'cifar10':
+    return CIFAR10_MEAN_STD
+  if dataset == 'cifar100':
+    return CIFAR100_MEAN_STD
+  pixels = _digits()[0].images / 255.0
+  return (pixels.mean(),) * 3, (pixels.std(),) * 3
 
 
 @dataclasses.dataclass(frozen=True)
-class _Preprocess:
-  """Record -> normalised float32 example; augmented when `train`."""
-  mean: np.ndarray
-  std: np.ndarray
-  train: bool
+class _Augment:
+  """A stored uint8 image -> the served float32 image.
+
+  Given a generator (training): a random crop, a flip, Cutout; without
+  (evaluation): the centre. At the stored size, normalises first, where it is
+  cheapest, and pads with the normalised value of black; at another size,
+  resizes the uint8 image with Pillow and crops it, then normalises, as
+  torchvision does.
+  """
+  # 1 / (255 * std) and mean / std, repeated along a row of `image_size`
+  # pixels: NumPy's inner loops over 3 values per pixel take four times longer.
+  row_scale: np.ndarray
+  row_offset: np.ndarray
+  image_size: int
   flip: bool
   cutout: int
-  image_size: int
 
-  def __call__(self, record, rng):
-    image = np.asarray(record['image'])
-    if self.train:
-      image = _random_crop_and_flip(image, rng, padding=4, flip=self.flip)
-    image = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-    if self.train and self.cutout:
-      image = _cutout(image, rng, self.cutout)
-    if image.shape[0] != self.image_size:
-      image = _resize(image, self.image_size)
-    return {'image': image.astype(np.float32),
-            'label': np.int32(record['label']),
-            'mask': np.bool_(True)}
+  def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+    rows = pixels.reshape(self.image_size, -1)
+    image = np.multiply(rows, self.row_scale, dtype=np.float32)
+    image -= self.row_offset
+    return image.reshape(pixels.shape)
+
+  def __call__(self, pixels: np.ndarray,
+               rng: np.random.Generator | None) -> np.ndarray:
+    stored, size = pixels.shape[0], self.image_size
+    if size == stored:
+      image = self._normalise(pixels)
+      if rng is not None:
+        canvas = np.empty((stored + 2 * _PADDING,) * 2 + (3,), np.float32)
+        canvas[...] = -self.row_offset[:3]
+        canvas[_PADDING:_PADDING + stored, _PADDING:_PADDING + stored] = image
+        top, left = rng.integers(2 * _PADDING + 1, size=2)
+        image = canvas[top:top + size, left:left + size]
+    else:
+      resized = round(size * _RESIZE_RATIO)
+      margin = resized - size
+      top, left = (rng.integers(margin + 1, size=2) if rng is not None
+                   else (round(margin / 2),) * 2)
+      image = np.asarray(Image.fromarray(pixels).resize(
+          (resized, resized), Image.Resampling.BILINEAR))
+      image = self._normalise(image[top:top + size, left:left + size])
+    if rng is not None and self.flip and rng.random() < 0.5:
+      image = image[:, ::-1]
+    image = np.ascontiguousarray(image)
+    if rng is not None and self.cutout:
+      # DeVries and Taylor's code: after normalisation, a square of side
+      # `cutout` centred on a uniformly drawn pixel, clipped at the border.
+      y, x = rng.integers(size, size=2)
+      half = self.cutout // 2
+      image[max(0, y - half):y + half, max(0, x - half):x + half] = 0.0
+    return image
 
 
-def _derived_seed(*entropy: int) -> int:
-  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The order of a training epoch.
+
+  A permutation drawn once per epoch: cheaper than Grain's ``shuffle``, which
+  computes every shuffled index anew, and free of its reuse of the orders of
+  seed ``s + 1`` as the later epochs of seed ``s``.
+  """
+  return np.random.default_rng(np.random.SeedSequence(
+      seed, spawn_key=(_SHUFFLE_STREAM, epoch))).permutation(num_examples)
 
 
-def _padding_example(image_size):
-  return {'image': np.zeros((image_size, image_size, 3), np.float32),
-          'label': np.int32(0), 'mask': np.bool_(False)}
+@dataclasses.dataclass(frozen=True)
+class _Examples:
+  """This host's examples, indexed in serving order over all epochs.
+
+  Flat index ``j`` is row ``r`` of this host's share of global batch ``b`` of
+  epoch ``e``; that row holds the example at position ``b * batch_size +
+  shard_index * local_batch_size + r`` of the epoch's order.
+  """
+  arrays: StoredSplit
+  augment: _Augment
+  seed: int | None  # None: evaluation, in stored order
+  key: np.ndarray | None  # the Philox key of the augmentation generators
+  batch_size: int
+  local_batch_size: int
+  shard_index: int
+  steps_per_epoch: int
+
+  def __call__(self, flat_index: int) -> dict[str, np.ndarray]:
+    epoch, offset = divmod(flat_index,
+                           self.steps_per_epoch * self.local_batch_size)
+    step, row = divmod(offset, self.local_batch_size)
+    position = (step * self.batch_size +
+                self.shard_index * self.local_batch_size + row)
+    num_examples = len(self.arrays.labels)
+    if position >= num_examples:  # the padding of an evaluation batch
+      size = self.augment.image_size
+      return {'image': np.zeros((size, size, 3), np.float32),
+              'label': np.int32(0), 'mask': np.False_}
+    if self.seed is None:
+      index, rng = position, None
+    else:
+      index = int(_permutation(self.seed, epoch, num_examples)[position])
+      rng = np.random.Generator(np.random.Philox(
+          key=self.key, counter=[0, 0, epoch, index]))
+    return {'image': self.augment(self.arrays.images[index], rng),
+            'label': self.arrays.labels[index], 'mask': np.True_}
 
 
-def create_split(dataset: str, split: str, *, batch_size: int, train: bool,
-                 seed: int = 0, epoch: int = 0, data_dir: str | None = None,
-                 image_size: int = 32, cutout: int = 0) -> grain.MapDataset:
-  """One epoch of batches of this host's share, as a random-access dataset.
+class BatchIterator(grain.DatasetIterator):
+  """Batches of one split, with a position that can be saved and restored.
 
-  Training epochs are shuffled and augmented (4-pixel zero padding and a
-  random 32x32 crop, a horizontal flip with probability 1/2 except for digits,
-  optional Cutout)
-  under ``(seed, epoch)`` and drop the last incomplete batch. Evaluation keeps
-  every example: the last batch is padded, and ``mask`` is False on padding.
-  Each host of a multi-host run reads rows ``process_index::process_count`` of
-  every global batch, so ``batch_size`` is the global batch.
+  A ``grain.DatasetIterator``: ``get_state()`` is ``{'next_index': k}``, ``k``
+  the number of batches served so far, and ``set_state`` resumes at any such
+  position, so Grain's Orbax handler (``grain.checkpoint.CheckpointSave``)
+  checkpoints it, and a run that saved only its step ``s`` resumes its data
+  with ``set_state({'next_index': s})``.
+
+  Example:
+    >>> from experiments import input_pipeline
+    >>> def digits():
+    ...   return input_pipeline.create_split(
+    ...       'digits', 'train', batch_size=100, train=True, seed=0)
+    >>> batches = digits()
+    >>> _ = next(batches), next(batches)
+    >>> state = batches.get_state()
+    >>> state
+    {'next_index': 2}
+    >>> resumed = digits()
+    >>> resumed.set_state(state)
+    >>> bool((next(resumed)['image'] == next(batches)['image']).all())
+    True
+
+  Attributes:
+    steps_per_epoch: batches per pass over the split.
+    num_batches: batches in all, or None if training repeats indefinitely.
+  """
+
+  def __init__(self, batches: grain.IterDataset, steps_per_epoch: int,
+               num_batches: int | None):
+    super().__init__(iter(batches))
+    self.steps_per_epoch = steps_per_epoch
+    self.num_batches = num_batches
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state)
+
+
+def create_split(
+    dataset: str,
+    split: str,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    data_dir: str | None = None,
+    image_size: int = _IMAGE_SIZE,
+    cutout: int = 0,
+    num_epochs: int | None = None,
+    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
+    num_threads: int = 4,
+    prefetch_buffer_size: int = 4,
+) -> BatchIterator:
+  """This host's batches of a split, as an iterator with a resumable position.
+
+  See the module's documentation for the augmentation, the order and the
+  split of every global batch across hosts.
+
+  Example:
+    >>> from experiments import input_pipeline
+    >>> batches = input_pipeline.create_split(
+    ...     'digits', 'train', batch_size=64, train=True, seed=0)
+    >>> batch = next(batches)
+    >>> batch['image'].shape, batch['image'].dtype, batch['label'].dtype
+    ((64, 32, 32, 3), dtype('float32'), dtype('int32'))
+    >>> batches.steps_per_epoch
+    23
 
   Args:
-    dataset: ``'cifar10'``, ``'cifar100'`` or ``'digits'``.
-    split: ``'train'``, ``'test'``, and for CIFAR ``'train45k'``/``'val5k'``.
-    batch_size: the global batch size.
-    train: shuffle, augment and drop the remainder.
-    seed: the data seed; with ``epoch``, fixes order and augmentation.
-    epoch: which epoch's order to serve.
-    data_dir: where TFDS keeps prepared datasets.
-    image_size: the side the images are resized to (224 for ViT, ResNet-50).
-    cutout: side of the Cutout square (0: none).
+    dataset: one of :data:`DATASETS`.
+    split: ``'train'``, ``'test'``, and for CIFAR ``'train45k'`` and
+      ``'val5k'`` (see :func:`split_45k_5k`).
+    batch_size: the global batch size, a multiple of the number of hosts.
+    train: shuffle and augment, and leave out each epoch's incomplete last
+      batch; else serve every example in order and pad the last batch.
+    seed: fixes the order and the augmentation of every epoch.
+    data_dir: where TFDS keeps prepared datasets (TFDS's default if None).
+    image_size: side of the served images; 32 keeps CIFAR's size.
+    cutout: side of the Cutout square in training, in pixels of the served
+      image (0: no Cutout).
+    num_epochs: passes over the split; None repeats indefinitely when
+      training and passes once otherwise.
+    mean_std: per-channel ``(mean, std)`` of pixel values in [0, 1] to
+      normalise with, instead of the dataset's own.
+    shard_options: this host's index and the number of hosts; Grain's
+      ``ShardByJaxProcess()`` if None.
+    num_threads: threads that assemble batches ahead of use.
+    prefetch_buffer_size: batches assembled ahead of use.
 
   Returns:
-    A ``grain.MapDataset`` whose item ``k`` is batch ``k`` of the epoch: a dict
-    of NumPy arrays ``image`` (B, S, S, 3) float32, ``label`` (B,) int32 and
-    ``mask`` (B,) bool.
+    A :class:`BatchIterator` of dicts of NumPy arrays: ``image`` float32
+    ``(batch_size // hosts, image_size, image_size, 3)``, ``label`` int32 and
+    ``mask`` bool (False on evaluation padding).
+
+  Raises:
+    ValueError: an unknown dataset or split, or a batch size that does not
+      divide over the hosts or exceeds a training split.
+    DatasetNotFoundError: CIFAR is not prepared in ``data_dir``; the message
+      gives the command that prepares it.
   """
-  info = dataset_info(dataset)
-  processes, index = jax.process_count(), jax.process_index()
-  if batch_size % processes:
-    raise ValueError(f'`batch_size` {batch_size} must divide over '
-                     f'{processes} processes.')
-  records = grain.MapDataset.source(data_source(dataset, split, data_dir))
-  num_examples = len(records)
+  arrays = read_split(dataset, split, data_dir)
+  shard = shard_options or grain.sharding.ShardByJaxProcess()
+  if batch_size % shard.shard_count:
+    raise ValueError(f'batch_size {batch_size} does not divide over '
+                     f'{shard.shard_count} hosts.')
+  num_examples = len(arrays.labels)
+  if train and batch_size > num_examples:
+    raise ValueError(f'batch_size {batch_size} exceeds the {num_examples} '
+                     f'examples of {dataset}/{split}.')
+  if image_size < _IMAGE_SIZE:
+    raise ValueError(f'image_size {image_size} is below the stored '
+                     f'{_IMAGE_SIZE}.')
+  mean, std = (np.asarray(v, np.float32)
+               for v in mean_std or _default_mean_std(dataset))
+  augment = _Augment(np.tile(1 / (255 * std), image_size),
+                     np.tile(mean / std, image_size), image_size,
+                     flip=dataset != 'digits', cutout=cutout)
+
   if train:
-    records = records.shuffle(seed=_derived_seed(seed, epoch, 0))
-    num_batches = num_examples // batch_size
+    steps_per_epoch = num_examples // batch_size
+    key = np.random.SeedSequence(
+        seed, spawn_key=(_AUGMENT_STREAM,)).generate_state(2, np.uint64)
+    examples_seed = seed
   else:
-    num_batches = -(-num_examples // batch_size)
-  preprocess = _Preprocess(np.asarray(info.mean, np.float32),
-                           np.asarray(info.std, np.float32), train, info.flip,
-                           cutout, image_size)
-  examples = records.random_map(preprocess, seed=_derived_seed(seed, epoch, 1))
+    steps_per_epoch = -(-num_examples // batch_size)
+    examples_seed = key = None
+    num_epochs = num_epochs or 1
+  local_batch_size = batch_size // shard.shard_count
+  examples = _Examples(arrays, augment, examples_seed, key, batch_size,
+                       local_batch_size, shard.shard_index, steps_per_epoch)
 
-  def local_batch(batch_index):
-    rows = range(batch_index * batch_size + index, (batch_index + 1) * batch_size,
-                 processes)
-    items = [examples[r] if r < num_examples else _padding_example(image_size)
-             for r in rows]
-    return {k: np.stack([item[k] for item in items]) for k in items[0]}
-
-  return grain.MapDataset.range(num_batches).map(local_batch)
-
-
-def batches(dataset: grain.MapDataset, start: int = 0, *, num_threads: int = 4):
-  """Iterates `dataset` from batch `start`, reading ahead on threads."""
-  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=8)
-  return iter(dataset.slice(slice(start, None)).to_iter_dataset(options))
+  num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
+  flat_indices = grain.MapDataset.range(
+      sys.maxsize if num_batches is None else num_batches * local_batch_size)
+  batches = flat_indices.map(examples).batch(local_batch_size)
+  read_options = grain.ReadOptions(num_threads=num_threads,
+                                   prefetch_buffer_size=prefetch_buffer_size)
+  return BatchIterator(batches.to_iter_dataset(read_options), steps_per_epoch,
+                       num_batches)

@@ -1,127 +1,342 @@
 """Input pipelines on scikit-learn's digits and on TFDS's mock CIFAR."""
 
+import json
+import os
+
+import grain
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from experiments import input_pipeline
+
+ONE_HOST = grain.sharding.NoSharding()
+# Normalisations under which served pixels can be traced back to stored ones.
+IDENTITY = ((0.0,) * 3, (1.0,) * 3)  # served = stored / 255
+SHIFTED = ((-1.0,) * 3, (1.0,) * 3)  # served = stored / 255 + 1; Cutout's 0
+MOCK_EXAMPLES = 64
 
 
 @pytest.fixture
 def mock_cifar():
-  with tfds.testing.mock_data(num_examples=40,
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     yield
 
 
-def _all(dataset):
-  return list(input_pipeline.batches(dataset))
+def _batches(dataset, split, count=None, **kwargs):
+  kwargs.setdefault('shard_options', ONE_HOST)
+  batches = input_pipeline.create_split(dataset, split, **kwargs)
+  return list(batches) if count is None else [next(batches)
+                                              for _ in range(count)]
+
+
+def _stored_pixels(served):
+  return np.round(served * 255).astype(np.uint8)
+
+
+class _Crops:
+  """Every 32x32 crop of the zero-padded stored images, found by content."""
+
+  def __init__(self, stored_images, padding=4):
+    size = stored_images.shape[1]
+    self._padded = np.pad(
+        stored_images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    self._size = size
+    self._by_hash = {}
+    for top in range(2 * padding + 1):
+      for left in range(2 * padding + 1):
+        crops = np.ascontiguousarray(
+            self._padded[:, top:top + size, left:left + size])
+        for index, crop in enumerate(crops):
+          self._by_hash.setdefault(hash(crop.tobytes()), []).append(
+              (index, top, left))
+
+  def find(self, served):
+    """Every (stored index, top, left, mirrored) that produces `served`."""
+    found = []
+    for mirrored in (False, True):
+      unflipped = np.ascontiguousarray(served[:, ::-1] if mirrored else served)
+      for index, top, left in self._by_hash.get(hash(unflipped.tobytes()), []):
+        crop = self._padded[index, top:top + self._size, left:left + self._size]
+        if np.array_equal(crop, unflipped):
+          found.append((index, top, left, mirrored))
+    return found
+
+
+def test_dataset_info_and_names():
+  num_classes, num_examples, image_size = input_pipeline.dataset_info('cifar10')
+  assert (num_classes, image_size) == (10, 32)
+  assert num_examples['train45k'] + num_examples['val5k'] == num_examples[
+      'train'] == 50_000
+  assert input_pipeline.dataset_info('digits').num_examples == {
+      'train': 1500, 'test': 297}
+  with pytest.raises(ValueError, match='cifar10, cifar100, digits'):
+    input_pipeline.dataset_info('imagenet')
+  with pytest.raises(ValueError, match='train, test, train45k, val5k'):
+    input_pipeline.create_split('cifar10', 'validation', batch_size=8,
+                                train=False)
+
+
+def test_digits_are_upsampled_grey_images():
+  images, labels = input_pipeline.read_split('digits', 'train')
+  assert images.shape == (1500, 32, 32, 3) and set(labels) == set(range(10))
+  # Nearest-neighbour: 4x4 blocks of one grey level, 0 to 16 scaled to 255.
+  blocks = images.reshape(1500, 8, 4, 8, 4, 3)
+  assert (blocks == blocks[:, :, :1, :, :1, :1]).all()
+  assert images.min() == 0 and images.max() == 255
 
 
 def test_digits_batches_have_the_documented_shapes_types_and_ranges():
   train = input_pipeline.create_split('digits', 'train', batch_size=32,
-                                      train=True, seed=0)
-  assert len(train) == 1500 // 32
-  batch = train[0]
+                                      train=True, seed=0, num_epochs=1)
+  assert (train.steps_per_epoch, train.num_batches) == (1500 // 32, 1500 // 32)
+  batch = next(train)
   assert batch['image'].shape == (32, 32, 32, 3)
-  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
-  assert np.all(np.isfinite(batch['image']))
-  assert -1.01 <= batch['image'].min() and batch['image'].max() <= 1.01
-  assert set(np.unique(batch['label'])) <= set(range(10))
-  assert batch['mask'].all()
+  assert batch['image'].dtype == np.float32
+  assert batch['label'].dtype == np.int32 and batch['mask'].dtype == bool
+  assert np.isfinite(batch['image']).all() and batch['mask'].all()
+  assert set(batch['label']) <= set(range(10))
+  test_images = np.concatenate(
+      [b['image'] for b in _batches('digits', 'test', batch_size=297,
+                                    train=False)])
+  # Normalised with the training images' statistics.
+  assert abs(test_images.mean()) < 0.1 and 0.9 < test_images.std() < 1.1
 
 
-def test_evaluation_covers_every_example_once_and_masks_the_padding():
-  test = input_pipeline.create_split('digits', 'test', batch_size=64,
-                                     train=False)
-  batches = _all(test)
-  masks = np.concatenate([b['mask'] for b in batches])
-  assert masks.sum() == 1797 - 1500 and len(masks) == 64 * 5
-  labels = np.concatenate([b['label'][b['mask']] for b in batches])
-  source = input_pipeline.data_source('digits', 'test')
-  np.testing.assert_array_equal(labels, [source[i]['label']
-                                         for i in range(len(source))])
+def test_evaluation_serves_every_example_once_in_order_and_masks_padding():
+  stored = input_pipeline.read_split('digits', 'test')
+  batches = _batches('digits', 'test', batch_size=64, train=False,
+                     mean_std=IDENTITY)
+  assert len(batches) == 5  # ceil(297 / 64), the last one padded
+  mask = np.concatenate([b['mask'] for b in batches])
+  images = np.concatenate([b['image'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert mask.sum() == 297 and mask[:297].all()
+  np.testing.assert_array_equal(_stored_pixels(images[mask]), stored.images)
+  np.testing.assert_array_equal(labels[mask], stored.labels)
+  assert not images[~mask].any()
+  normalised = _batches('digits', 'test', batch_size=64, train=False)[-1]
+  assert not normalised['image'][~normalised['mask']].any()
 
 
-def test_training_order_and_augmentation_are_fixed_by_seed_and_epoch():
-  def first_batch(seed, epoch):
-    return input_pipeline.create_split('digits', 'train', batch_size=16,
-                                       train=True, seed=seed, epoch=epoch)[0]
+def test_hosts_split_every_global_batch_into_consecutive_blocks():
+  for train in (True, False):
+    kwargs = dict(batch_size=32, train=train, seed=5)
+    whole = _batches('digits', 'test', 3, **kwargs)
+    hosts = [_batches('digits', 'test', 3, shard_options=grain.sharding
+                      .ShardOptions(shard_index=k, shard_count=2), **kwargs)
+             for k in range(2)]
+    for step, batch in enumerate(whole):
+      for key in batch:
+        np.testing.assert_array_equal(
+            batch[key], np.concatenate([host[step][key] for host in hosts]))
+  with pytest.raises(ValueError, match='divide over 3 hosts'):
+    input_pipeline.create_split(
+        'digits', 'train', batch_size=32, train=True,
+        shard_options=grain.sharding.ShardOptions(shard_index=0,
+                                                  shard_count=3))
 
-  np.testing.assert_array_equal(first_batch(0, 0)['image'],
-                                first_batch(0, 0)['image'])
-  assert not np.array_equal(first_batch(0, 0)['label'], first_batch(1, 0)['label'])
-  assert not np.array_equal(first_batch(0, 0)['label'], first_batch(0, 1)['label'])
 
+def test_order_and_augmentation_are_fixed_by_the_seed_alone():
+  def first_batches(seed, num_threads):
+    return _batches('digits', 'train', 2, batch_size=16, train=True,
+                    seed=seed, num_threads=num_threads)
 
-def test_resuming_mid_epoch_serves_the_same_batches():
-  epoch = input_pipeline.create_split('digits', 'train', batch_size=100,
-                                      train=True, seed=3, epoch=2)
-  everything = _all(epoch)
-  resumed = list(input_pipeline.batches(epoch, start=6))
-  assert len(resumed) == len(everything) - 6
-  for a, b in zip(everything[6:], resumed):
+  reference = first_batches(0, num_threads=4)
+  for a, b in zip(reference, first_batches(0, num_threads=0)):
     np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  other = first_batches(1, num_threads=4)
+  assert not np.array_equal(reference[0]['label'], other[0]['label'])
 
 
-def test_cifar_from_tfds_mock_data(mock_cifar):
-  del mock_cifar
-  train = input_pipeline.create_split('cifar10', 'train', batch_size=8,
-                                      train=True, seed=0, cutout=8)
-  batch = train[0]
-  assert batch['image'].shape == (8, 32, 32, 3)
-  assert np.all(np.isfinite(batch['image']))
-  # Cutout zeroes a square of the normalised image.
-  assert (batch['image'] == 0).all(axis=-1).any()
-  resized = input_pipeline.create_split('cifar100', 'test', batch_size=8,
-                                        train=False, image_size=64)[0]
-  assert resized['image'].shape == (8, 64, 64, 3)
-  assert resized['label'].max() < 100
+def test_every_epoch_is_a_new_permutation():
+  epochs = _batches('digits', 'train', batch_size=500, train=True, seed=0,
+                    num_epochs=2)
+  first, second = (np.concatenate([b['label'] for b in epochs[k:k + 3]])
+                   for k in (0, 3))
+  stored = input_pipeline.read_split('digits', 'train').labels
+  # 1500 // 500 batches an epoch: every example once, in another order.
+  np.testing.assert_array_equal(np.sort(first), np.sort(stored))
+  np.testing.assert_array_equal(np.sort(second), np.sort(stored))
+  assert not np.array_equal(first, second)
 
 
-def test_the_45k_5k_split_is_fixed_disjoint_and_complete():
-  train, validation = input_pipeline.split_45k_5k()
-  assert len(train) == 45_000 and len(validation) == 5_000
-  assert not set(train) & set(validation)
-  assert len(set(train) | set(validation)) == 50_000
-  again_train, _ = input_pipeline.split_45k_5k()
+def test_restoring_the_state_mid_epoch_continues_with_the_same_batches():
+  kwargs = dict(batch_size=64, train=True, seed=3, cutout=8)
+  everything = _batches('digits', 'test', 7, **kwargs)  # 4 batches an epoch
+
+  def iterator():
+    return input_pipeline.create_split('digits', 'test',
+                                       shard_options=ONE_HOST, **kwargs)
+
+  for stop in (2, 3, 4):  # mid-epoch, before and after the epoch's end
+    interrupted = iterator()
+    for _ in range(stop):
+      next(interrupted)
+    state = json.loads(json.dumps(interrupted.get_state()))
+    resumed = iterator()
+    resumed.set_state(state)
+    for expected in everything[stop:stop + 3]:
+      batch = next(resumed)
+      np.testing.assert_array_equal(batch['image'], expected['image'])
+      np.testing.assert_array_equal(batch['label'], expected['label'])
+
+
+def test_training_repeats_indefinitely_unless_told_otherwise():
+  batches = input_pipeline.create_split('digits', 'train', batch_size=500,
+                                        train=True, shard_options=ONE_HOST)
+  assert batches.num_batches is None
+  served = [next(batches)['label'] for _ in range(7)]  # into a third epoch
+  assert not np.array_equal(served[0], served[3])
+
+
+def test_digits_are_cropped_with_zero_padding_but_never_mirrored():
+  crops = _Crops(input_pipeline.read_split('digits', 'train').images)
+  batch = _batches('digits', 'train', 1, batch_size=32, train=True, seed=0,
+                   mean_std=IDENTITY)[0]
+  for served in _stored_pixels(batch['image']):
+    assert any(not mirrored for *_, mirrored in crops.find(served))
+
+
+@pytest.mark.usefixtures('mock_cifar')
+def test_cifar_training_crops_flips_and_serves_a_permutation():
+  crops = _Crops(input_pipeline.read_split('cifar10', 'train').images)
+  batches = _batches('cifar10', 'train', batch_size=16, train=True, seed=0,
+                     num_epochs=2, mean_std=IDENTITY)
+  epochs = []
+  for epoch in (batches[:4], batches[4:]):
+    placements = [crops.find(served)
+                  for b in epoch for served in _stored_pixels(b['image'])]
+    # Random images: each served image comes from one stored image, one way.
+    assert all(len(found) == 1 for found in placements)
+    indices, tops, lefts, mirrored = zip(*(found[0] for found in placements))
+    assert sorted(indices) == list(range(MOCK_EXAMPLES))
+    assert len(set(zip(tops, lefts))) > 10
+    assert 8 <= sum(mirrored) <= 56  # Binomial(64, 1/2)
+    epochs.append({found[0][0]: found[0][1:] for found in placements})
+  # An example's crop and flip are drawn anew every epoch.
+  assert sum(epochs[0][i] == epochs[1][i] for i in range(MOCK_EXAMPLES)) < 8
+
+
+@pytest.mark.usefixtures('mock_cifar')
+def test_cutout_zeroes_one_square_after_normalisation():
+  length = 8
+  batch = _batches('cifar10', 'train', 1, batch_size=32, train=True, seed=0,
+                   cutout=length, mean_std=SHIFTED)[0]
+  sides = []
+  for image in batch['image']:
+    rows, columns = np.nonzero((image == 0).all(axis=-1))
+    assert (image == 0).any(axis=-1).sum() == len(rows)  # all channels
+    height = rows.max() - rows.min() + 1
+    width = columns.max() - columns.min() + 1
+    assert len(rows) == height * width  # one filled rectangle
+    sides.append((height, width))
+  assert max(max(s) for s in sides) == length
+  assert (length, length) in sides
+  evaluation = _batches('cifar10', 'test', 1, batch_size=32, train=False,
+                        cutout=length, mean_std=SHIFTED)[0]
+  assert (evaluation['image'] > 0).all()
+
+
+@pytest.mark.usefixtures('mock_cifar')
+def test_resizing_follows_the_adaloss_code():
+  stored = input_pipeline.read_split('cifar100', 'test')
+  batch = _batches('cifar100', 'test', 1, batch_size=4, train=False,
+                   image_size=224, mean_std=IDENTITY)[0]
+  # torchvision's Resize(256) on a PIL image, then CenterCrop(224).
+  expected = [np.asarray(Image.fromarray(image).resize(
+      (256, 256), Image.Resampling.BILINEAR))[16:240, 16:240]
+              for image in stored.images[:4]]
+  np.testing.assert_array_equal(_stored_pixels(batch['image']), expected)
+  train = _batches('cifar100', 'train', 1, batch_size=4, train=True,
+                   image_size=224, cutout=16)[0]
+  assert train['image'].shape == (4, 224, 224, 3)
+  assert np.isfinite(train['image']).all() and train['label'].max() < 100
+
+
+@pytest.mark.usefixtures('mock_cifar')
+def test_training_at_another_size_crops_and_flips_the_resized_image():
+  stored = input_pipeline.read_split('cifar10', 'train')
+  size, resized = 40, 46  # 46 = round(40 * 256 / 224)
+  resized_images = np.stack([np.asarray(Image.fromarray(image).resize(
+      (resized, resized), Image.Resampling.BILINEAR))
+                             for image in stored.images])
+  batch = _batches('cifar10', 'train', 1, batch_size=16, train=True, seed=0,
+                   image_size=size, mean_std=IDENTITY)[0]
+  mirrored = []
+  for served, label in zip(_stored_pixels(batch['image']), batch['label']):
+    candidates = resized_images[stored.labels == label]
+    found = {(top, left, flipped)
+             for top in range(resized - size + 1)
+             for left in range(resized - size + 1)
+             for flipped in (False, True)
+             if (candidates[:, top:top + size, left:left + size]
+                 == (served[:, ::-1] if flipped else served)).all(
+                     axis=(1, 2, 3)).any()}
+    assert len(found) == 1
+    mirrored.append(found.pop()[2])
+  assert 0 < sum(mirrored) < 16
+
+
+def test_the_45k_5k_split_is_fixed_stratified_disjoint_and_complete():
+  labels = np.random.default_rng(7).permutation(np.arange(50_000) % 100)
+  train, validation = input_pipeline.split_45k_5k(labels)
+  assert (len(train), len(validation)) == (45_000, 5_000)
+  assert np.intersect1d(train, validation).size == 0
+  np.testing.assert_array_equal(np.union1d(train, validation),
+                                np.arange(50_000))
+  np.testing.assert_array_equal(np.bincount(labels[validation]), [50] * 100)
+  again_train, again_validation = input_pipeline.split_45k_5k(labels)
   np.testing.assert_array_equal(train, again_train)
+  np.testing.assert_array_equal(validation, again_validation)
 
 
-def test_the_45k_5k_split_of_mock_cifar(mock_cifar):
-  del mock_cifar
-  train = input_pipeline.data_source('cifar10', 'train45k')
-  validation = input_pipeline.data_source('cifar10', 'val5k')
-  assert (len(train), len(validation)) == (36, 4)
+@pytest.mark.usefixtures('mock_cifar')
+def test_the_45k_5k_splits_of_mock_cifar():
+  whole = input_pipeline.read_split('cifar10', 'train')
+  train = input_pipeline.read_split('cifar10', 'train45k')
+  validation = input_pipeline.read_split('cifar10', 'val5k')
+  counts = np.bincount(whole.labels)
+  assert len(validation.labels) == sum(round(c / 10) for c in counts)
+  assert len(train.labels) + len(validation.labels) == MOCK_EXAMPLES
+
+  def as_bytes(images):
+    return {image.tobytes() for image in images}
+
+  assert as_bytes(train.images) | as_bytes(validation.images) == as_bytes(
+      whole.images)
+  assert not as_bytes(train.images) & as_bytes(validation.images)
+  batches = input_pipeline.create_split('cifar10', 'val5k', batch_size=4,
+                                        train=False, shard_options=ONE_HOST)
+  assert batches.steps_per_epoch == -(-len(validation.labels) // 4)
 
 
-def test_a_missing_dataset_says_how_to_prepare_it(tmp_path):
-  with pytest.raises(input_pipeline.DatasetNotFoundError,
-                     match='tfds build cifar10 --file_format=array_record'):
+@pytest.mark.parametrize('folder', ['', 'missing'])
+def test_a_missing_dataset_says_how_to_prepare_it(tmp_path, folder):
+  data_dir = tmp_path / folder
+  with pytest.raises(input_pipeline.DatasetNotFoundError) as error:
     input_pipeline.create_split('cifar10', 'train', batch_size=8, train=True,
-                                data_dir=str(tmp_path))
+                                data_dir=str(data_dir))
+  assert isinstance(error.value, FileNotFoundError)
+  assert str(error.value) == (
+      f'cifar10 is not prepared in {data_dir}. Prepare it once with:\n'
+      '  pip install tensorflow importlib_resources && tfds build cifar10 '
+      f'--file_format=array_record --data_dir={data_dir}')
 
 
-def test_unknown_names_list_the_choices():
-  with pytest.raises(ValueError, match='cifar10'):
-    input_pipeline.dataset_info('imagenet')
-  with pytest.raises(ValueError, match='train45k'):
-    input_pipeline.data_source('cifar10', 'validation')
+def test_a_dataset_prepared_as_tfrecord_says_how_to_convert_it(tmp_path):
+  builder = tfds.builder('cifar100', data_dir=tmp_path)
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)  # looks prepared
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match='tfrecord files.*\n.*--file_format=array_record.*'
+                     '--overwrite'):
+    input_pipeline.read_split('cifar100', 'test', data_dir=str(tmp_path))
 
 
-def test_digits_are_cropped_but_never_mirrored():
-  assert not input_pipeline.dataset_info('digits').flip
-  assert input_pipeline.dataset_info('cifar10').flip
-  image = np.zeros((32, 32, 3), np.uint8)
-  image[:, 2] = 255  # a stroke near the left edge
-
-  def stroke_columns(flip):
-    columns = set()
-    for seed in range(40):
-      out = input_pipeline._random_crop_and_flip(  # pylint: disable=protected-access
-          image, np.random.default_rng(seed), padding=4, flip=flip)
-      columns.add(int(np.argmax(out[:, :, 0].sum(axis=0))))
-    return columns
-
-  assert max(stroke_columns(flip=False)) <= 6  # shifted by the crop only
-  assert max(stroke_columns(flip=True)) >= 25  # some mirrored
+def test_a_training_batch_larger_than_the_split_is_refused():
+  with pytest.raises(ValueError, match='exceeds the 297 examples'):
+    input_pipeline.create_split('digits', 'test', batch_size=512, train=True)
