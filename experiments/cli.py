@@ -1,107 +1,579 @@
-"""`python -m experiments`: the experiments' command line.
+"""``python -m experiments``: the experiments' command line.
 
-``compare`` is the first run: it trains one small model on scikit-learn's digits
-(no download) with every optimizer of the library and writes a comparison table
-and plot.
+One command per paper, taking that paper's own flags as its authors' README
+writes them, so their command lines can be pasted (``--dataset digits``, the
+default, runs them on scikit-learn's digits without data to prepare):
+
+* ``scale-free``: Adam-L2 / AdamW / AdamProx (zhenxun-zhuang/AdamW-Scale-free);
+* ``adaloss``: AdaLoss and its baselines, ``-c CONFIG.json`` in the authors'
+  layout (gail-yxie/adaloss);
+* ``acme``: ACME, Adam, ASAM, SGD (ignasi00/acme's CIFAR-100 script);
+* ``adadiff-cifar``: AdaDiff, Adam, AdaBelief, SGD (deerOfHd/AdaDiff_v1);
+
+and two of its own:
+
+* ``compare``: every method of the library on digits, a table and a plot;
+* ``plot RUN_FOLDER``: training curves of a run, the magnitude histograms of
+  its ``--store-stats``, and the eta0 x weight-decay heatmap of a folder of
+  runs.
+
+Every training command also takes ``--workdir``, ``--resume``, ``--max-steps``,
+``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``. On
+several hosts, add ``--distributed`` (or set ``EXPERIMENTS_DISTRIBUTED=1``)
+to call ``jax.distributed.initialize()`` first.
 """
 
 import argparse
+import json
+import logging
+import math
+import os
 import pathlib
+import shutil
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
-from experiments import input_pipeline
-from experiments import train
+import numpy as np
 
-# Settings for `compare`, fixed rather than tuned per method. The scale-free
-# decay of adamw/adam_prox is applied per step (weight_decay * lr_t / lr_0), so
-# 5e-4 here is optax.adamw's weight_decay=0.5 at this rate.
-COMPARE = {
-    'adaloss': dict(learning_rate=1.0, optimizer_kwargs=dict(b0=1.0)),
-    'adagrad_norm': dict(learning_rate=1.0, optimizer_kwargs=dict(b0=1.0)),
-    'sgd_constant': dict(learning_rate=0.1, optimizer_kwargs=dict(b0=1.0)),
-    'sgd_decay_sqrt': dict(learning_rate=0.5, optimizer_kwargs=dict(b0=1.0)),
-    'adam_l2': dict(learning_rate=1e-3, optimizer_kwargs=dict(weight_decay=5e-4)),
-    'adamw': dict(learning_rate=1e-3, optimizer_kwargs=dict(weight_decay=5e-4)),
-    'adam_prox': dict(learning_rate=1e-3, optimizer_kwargs=dict(weight_decay=5e-4)),
-    'adadiff': dict(learning_rate=1e-3, optimizer_kwargs=dict(weight_decay=5e-4)),
-    'acme': dict(learning_rate=1e-3),
-}
+from experiments.configs import acme as acme_config
+from experiments.configs import adadiff_cifar as adadiff_config
+from experiments.configs import adaloss as adaloss_config
+from experiments.configs import compare as compare_config
+from experiments.configs import scale_free as scale_free_config
+
+_LOG = logging.getLogger('experiments')
+_CIFAR_OR_DIGITS = ('digits', 'cifar10', 'cifar100')
 
 
-def compare(args) -> int:
-  workdir = pathlib.Path(args.workdir)
-  results = {}
-  for name in args.optimizers:
-    settings = COMPARE[name]
-    config = train.Config(
-        dataset='digits', model=args.model, optimizer=name,
-        batch_size=args.batch_size, num_epochs=args.epochs,
-        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
-        **settings)
-    started = time.perf_counter()
-    history = train.train_and_evaluate(config, str(workdir / name))
-    results[name] = (history, time.perf_counter() - started)
-    print(f'{name:16s} test accuracy {history[-1]["eval_accuracy"]:.3f} '
-          f'({results[name][1]:.0f} s)', flush=True)
-  _write_table(workdir / 'comparison.md', results, args)
-  _write_plot(workdir / 'comparison.png', results)
-  print(f'Wrote {workdir / "comparison.md"} and {workdir / "comparison.png"}.')
+def _parser(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+  return commands.add_parser(name, help=help_text, description=help_text,
+                             allow_abbrev=False)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, *, resume_short: bool = False):
+  """The flags every training command takes."""
+  group = parser.add_argument_group('run')
+  group.add_argument('--workdir', default=None,
+                     help='where the run writes (default: under runs/)')
+  group.add_argument(*(['-r', '--resume'] if resume_short else ['--resume']),
+                     action='store_true',
+                     help='continue from the latest checkpoint in --workdir')
+  group.add_argument('--max-steps', type=int, default=None,
+                     help='stop after this many steps in all')
+  group.add_argument('--max-steps-per-epoch', type=int, default=None,
+                     help='shorten every epoch to this many steps')
+  group.add_argument('--checkpoint-every', type=int, default=0,
+                     help='also checkpoint every this many steps')
+  group.add_argument('--no-progress', action='store_true',
+                     help='no progress bar')
+
+
+def _run_overrides(args) -> dict[str, Any]:
+  return {'resume': args.resume, 'max_steps': args.max_steps,
+          'max_steps_per_epoch': args.max_steps_per_epoch,
+          'checkpoint_every_steps': args.checkpoint_every,
+          'progress_bar': not args.no_progress}
+
+
+def _train(config, workdir: str) -> int:
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  history = train.train_and_evaluate(config, workdir)
+  print(f'Wrote {pathlib.Path(workdir) / "metrics.jsonl"}'
+        + (f'; last record: {json.dumps(history[-1])}' if history else '.'))
   return 0
 
 
-def _write_table(path, results, args):
-  lines = [
-      f'# {args.model} on digits, {args.epochs} epochs, batch {args.batch_size}, '
-      f'seed {args.seed}',
-      '',
-      '| method | final train loss | test accuracy | wall time (s) |',
-      '| --- | ---: | ---: | ---: |',
-  ]
-  for name, (history, seconds) in results.items():
-    lines.append(f'| {name} | {history[-1]["train_loss"]:.4f} '
-                 f'| {history[-1]["eval_accuracy"]:.4f} | {seconds:.0f} |')
-  path.write_text('\n'.join(lines) + '\n')
+# scale-free ------------------------------------------------------------------
+
+def _add_scale_free(commands):
+  parser = _parser(commands, 'scale-free',
+                   'Adam-L2, AdamW and AdamProx (Zhuang et al., TMLR 2022) '
+                   'with the flags of the authors\' main.py')
+  parser.add_argument('--optim-method', default='AdamProx',
+                      choices=list(scale_free_config.OPTIMIZERS))
+  parser.add_argument('--eta0', type=float, default=0.001,
+                      help='initial step size')
+  parser.add_argument('--weight-decay', type=float, default=0.0005)
+  parser.add_argument('--scheduler', default='None',
+                      choices=list(scale_free_config.SCHEDULERS))
+  parser.add_argument('--loss-multiplier', type=float, default=1.0)
+  parser.add_argument('--train-epochs', type=int, default=100)
+  parser.add_argument('--batchsize', type=int, default=128)
+  parser.add_argument('--validation', action='store_true',
+                      help='train on train45k, evaluate on val5k (CIFAR)')
+  parser.add_argument('--eval-interval', type=int, default=10,
+                      help='evaluate every this many epochs')
+  parser.add_argument('--store-stats', action='store_true',
+                      help='save parameters, gradients and updates')
+  parser.add_argument('--store-stats-interval', type=int, default=1,
+                      help='every this many steps of an epoch')
+  parser.add_argument('--dataset', default='digits',
+                      choices=list(scale_free_config.DATASETS))
+  parser.add_argument('--dataroot', default=None,
+                      help='the TFDS data directory')
+  parser.add_argument('--model', default='ResNet20',
+                      choices=list(scale_free_config.MODELS))
+  parser.add_argument('--no-batch-norm', action='store_true')
+  parser.add_argument('--use-cuda', action='store_true',
+                      help='accepted and ignored: JAX picks the accelerator')
+  parser.add_argument('--reproducible', action='store_true',
+                      help='accepted and ignored: runs are deterministic')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--log-folder', default='runs/scale_free',
+                      help='runs go to LOG_FOLDER/<the authors\' log name>')
+  _add_run_flags(parser)
+  parser.set_defaults(handler=_scale_free)
 
 
-def _write_plot(path, results):
+def _scale_free(args) -> int:
+  flags = dict(optim_method=args.optim_method, eta0=args.eta0,
+               weight_decay=args.weight_decay, scheduler=args.scheduler,
+               loss_multiplier=args.loss_multiplier,
+               train_epochs=args.train_epochs, batchsize=args.batchsize,
+               validation=args.validation, dataset=args.dataset,
+               model=args.model, no_batch_norm=args.no_batch_norm)
+  config = scale_free_config.get_config(
+      **flags, eval_interval=args.eval_interval, store_stats=args.store_stats,
+      store_stats_interval=args.store_stats_interval, dataroot=args.dataroot,
+      seed=args.seed, **_run_overrides(args))
+  workdir = args.workdir or os.path.join(
+      args.log_folder, scale_free_config.run_name(**flags))
+  return _train(config, workdir)
+
+
+# adaloss ---------------------------------------------------------------------
+
+def _add_adaloss(commands):
+  parser = _parser(commands, 'adaloss',
+                   'AdaLoss, AdaGrad-Norm, SGD-Constant, SGD-DecaySqrt (Wu et '
+                   'al., AAAI 2022) with the flags of the authors\' train.py')
+  parser.add_argument('-c', '--config', default=None,
+                      help='a JSON configuration in the authors\' layout, '
+                      'e.g. experiments/configs/adaloss/'
+                      'config_cifar100_adaloss.json')
+  parser.add_argument('--eta', '--lr', '--learning_rate', dest='eta',
+                      type=float, default=None, help='learning rate')
+  parser.add_argument('--mm', '--momentum', dest='momentum', type=float,
+                      default=None)
+  parser.add_argument('--wd', '--weight_decay', dest='weight_decay',
+                      type=float, default=None)
+  parser.add_argument('--bs', '--batch_size', dest='batch_size', type=int,
+                      default=None)
+  parser.add_argument('--b0', type=float, default=None)
+  parser.add_argument('--alpha', type=float, default=None)
+  parser.add_argument('--cc', type=float, default=None)
+  parser.add_argument('--adanormb0', '--normb0', dest='adanormb0', type=float,
+                      default=None, help='AdaGrad-Norm\'s b0, if not --b0')
+  parser.add_argument('--name', '--exp_name', dest='name', default=None)
+  parser.add_argument('--seed', type=int, default=None)
+  parser.add_argument('--ep', '--epochs', dest='epochs', type=int,
+                      default=None)
+  parser.add_argument('--model', default=None,
+                      help='vits16r224, swsl_resnet50, or a model of '
+                      'experiments.models')
+  parser.add_argument('--pretrained', default=None,
+                      help='checkpoint to fine-tune: a .safetensors/.pth file '
+                      'or timm:NAME')
+  parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
+  parser.add_argument('--data-dir', default=None)
+  _add_run_flags(parser)
+  parser.set_defaults(handler=_adaloss)
+
+
+def _adaloss(args) -> int:
+  values = (adaloss_config.read_authors_config(args.config) if args.config
+            else {})
+  for flag in ('eta', 'momentum', 'weight_decay', 'batch_size', 'b0', 'alpha',
+               'cc', 'adanormb0', 'name', 'seed', 'epochs', 'model'):
+    if getattr(args, flag) is not None:
+      values[flag] = getattr(args, flag)
+  config = adaloss_config.get_config(
+      **values, dataset=args.dataset, data_dir=args.data_dir,
+      pretrained=args.pretrained, **_run_overrides(args))
+  workdir = args.workdir or os.path.join('runs', 'adaloss', args.dataset,
+                                         adaloss_config.run_name(
+                                             values.get('name', 'adaloss'),
+                                             values.get('model', 'vits16r224'),
+                                             values.get('b0', 1.0)))
+  return _train(config, workdir)
+
+
+# acme ------------------------------------------------------------------------
+
+def _add_acme(commands):
+  parser = _parser(commands, 'acme',
+                   'ACME, Adam, ASAM and SGD (ICASSP 2025 submission) with the '
+                   'flags of the authors\' cifar100.acme.py')
+  parser.add_argument('--data-dir', default=None)
+  parser.add_argument('--batch-size', type=int, default=200)
+  parser.add_argument('--model', default='WRN', choices=acme_config.MODELS)
+  parser.add_argument('--depth', type=int, default=None,
+                      help='default: 16 for WRN, 110 for Pyramid')
+  parser.add_argument('--width-alpha', type=int, default=None,
+                      help='default: 8 for WRN, 40 for Pyramid')
+  parser.add_argument('--bottleneck', action='store_true')
+  parser.add_argument('--dropout', type=float, default=0.0)
+  parser.add_argument('--epochs', type=int, default=200)
+  parser.add_argument('--lr', type=float, default=0.1)
+  parser.add_argument('--label-smoothing', type=float, default=0.1)
+  parser.add_argument('--momentum', type=float, default=0.9)
+  parser.add_argument('--threads', type=int, default=2,
+                      help='accepted and ignored: Grain reads ahead itself')
+  parser.add_argument('--rho', type=float, default=1.0)
+  parser.add_argument('--eta', type=float, default=0.0)
+  parser.add_argument('--weight-decay', type=float, default=1e-4)
+  parser.add_argument('--acme', action='store_true')
+  parser.add_argument('--asam', action='store_true')
+  parser.add_argument('--adam', action='store_true')
+  parser.add_argument('--nesterov', action='store_true')
+  parser.add_argument('--seed', type=int, default=42)
+  parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
+  _add_run_flags(parser)
+  parser.set_defaults(handler=_acme)
+
+
+def _acme(args) -> int:
+  config = acme_config.get_config(
+      model=args.model, depth=args.depth, width_alpha=args.width_alpha,
+      bottleneck=args.bottleneck, dropout=args.dropout, epochs=args.epochs,
+      lr=args.lr, label_smoothing=args.label_smoothing,
+      momentum=args.momentum, rho=args.rho, eta=args.eta,
+      weight_decay=args.weight_decay, acme=args.acme, asam=args.asam,
+      adam=args.adam, nesterov=args.nesterov, batch_size=args.batch_size,
+      dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+      **_run_overrides(args))
+  switches = [s for s in ('acme', 'adam', 'asam', 'nesterov')
+              if getattr(args, s)] or ['sgd']
+  workdir = args.workdir or os.path.join(
+      'runs', 'acme', args.dataset,
+      f'{config.model}-{config.model_kwargs["depth"]}-{"-".join(switches)}'
+      f'-lr{args.lr:g}')
+  return _train(config, workdir)
+
+
+# adadiff-cifar ---------------------------------------------------------------
+
+def _add_adadiff_cifar(commands):
+  parser = _parser(commands, 'adadiff-cifar',
+                   'AdaDiff, Adam, AdaBelief and SGD on CIFAR (Huang et al., '
+                   '2021) with the flags of the authors\' main.py')
+  parser.add_argument('--total_epoch', type=int, default=200)
+  parser.add_argument('--decay_epoch', type=int, default=150)
+  parser.add_argument('--model', default='resnet34',
+                      help=', '.join(adadiff_config.MODELS))
+  parser.add_argument('--optim', default='sgd',
+                      choices=list(adadiff_config.OPTIMIZERS))
+  parser.add_argument('--run', type=int, default=0,
+                      help='the run\'s index, its seed')
+  parser.add_argument('--lr', type=float, default=0.1)
+  parser.add_argument('--lr-gamma', type=float, default=0.1)
+  parser.add_argument('--eps', type=float, default=1e-8)
+  parser.add_argument('--momentum', type=float, default=0.9)
+  parser.add_argument('--beta1', type=float, default=0.9)
+  parser.add_argument('--beta2', type=float, default=0.999)
+  parser.add_argument('--batchsize', type=int, default=128)
+  parser.add_argument('--weight_decay', type=float, default=5e-4)
+  parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
+  parser.add_argument('--data-dir', default=None)
+  _add_run_flags(parser, resume_short=True)
+  parser.set_defaults(handler=_adadiff_cifar)
+
+
+def _adadiff_cifar(args) -> int:
+  config = adadiff_config.get_config(
+      optim=args.optim, model=args.model, lr=args.lr, lr_gamma=args.lr_gamma,
+      decay_epoch=args.decay_epoch, total_epoch=args.total_epoch,
+      eps=args.eps, momentum=args.momentum, beta1=args.beta1,
+      beta2=args.beta2, batchsize=args.batchsize,
+      weight_decay=args.weight_decay, dataset=args.dataset, run=args.run,
+      data_dir=args.data_dir, **_run_overrides(args))
+  workdir = args.workdir or os.path.join(
+      'runs', 'adadiff_cifar', args.dataset,
+      f'{args.model}-{args.optim}-lr{args.lr:g}-run{args.run}')
+  return _train(config, workdir)
+
+
+# compare ---------------------------------------------------------------------
+
+def _add_compare(commands):
+  parser = _parser(commands, 'compare',
+                   'train one small model on digits with every method of the '
+                   'library; write comparison.md and comparison.png')
+  parser.add_argument('--workdir', default='runs/compare')
+  parser.add_argument('--model', default='resnet8')
+  parser.add_argument('--optimizers', nargs='+',
+                      default=list(compare_config.SETTINGS),
+                      choices=list(compare_config.SETTINGS), metavar='NAME',
+                      help=', '.join(compare_config.SETTINGS))
+  parser.add_argument('--epochs', type=int, default=4)
+  parser.add_argument('--batch-size', type=int, default=64)
+  parser.add_argument('--max-steps-per-epoch', type=int, default=None)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--resume', action='store_true',
+                      help='continue interrupted runs instead of starting over')
+  parser.add_argument('--no-progress', action='store_true')
+  parser.set_defaults(handler=_compare)
+
+
+def _compare(args) -> int:
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(args.workdir)
+  started = time.perf_counter()
+  results = {}
+  for name in args.optimizers:
+    config = compare_config.get_config(
+        name, model=args.model, num_epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
+        resume=args.resume, progress_bar=not args.no_progress)
+    run_dir = workdir / name
+    if not args.resume and (run_dir / 'config.json').exists():
+      shutil.rmtree(run_dir)  # a previous comparison's run: start over
+    history = train.train_and_evaluate(config, str(run_dir))
+    results[name] = history
+    print(f'{name:15s} train loss {history[-1]["train_loss"]:.4f}  '
+          f'test accuracy {history[-1]["test_accuracy"]:.4f}  '
+          f'({history[-1]["seconds"]:.0f} s)', flush=True)
+  title = (f'{args.model} on digits, {args.epochs} epochs, batch '
+           f'{args.batch_size}, seed {args.seed}')
+  (workdir / 'comparison.md').write_text(_comparison_table(title, results))
+  _plot_comparison(workdir / 'comparison.png', title, results)
+  print(f'Wrote {workdir / "comparison.md"} and {workdir / "comparison.png"} '
+        f'in {time.perf_counter() - started:.0f} s.')
+  return 0
+
+
+def _comparison_table(title: str, results: dict[str, list[dict]]) -> str:
+  lines = [f'# {title}', '',
+           '| method | settings | final train loss | test accuracy '
+           '| wall time (s) |',
+           '| --- | --- | ---: | ---: | ---: |']
+  for name, history in results.items():
+    last = history[-1]
+    lines.append(f'| {name} | {compare_config.describe(name)} '
+                 f'| {last["train_loss"]:.4f} | {last["test_accuracy"]:.4f} '
+                 f'| {last["seconds"]:.0f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-  for name, (history, _) in results.items():
+  return plt
+
+
+def _plot_comparison(path: pathlib.Path, title: str,
+                     results: dict[str, list[dict]]) -> None:
+  plt = _pyplot()
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, history in results.items():
     epochs = [r['epoch'] for r in history]
     loss_axis.plot(epochs, [r['train_loss'] for r in history], label=name)
-    accuracy_axis.plot(epochs, [r['eval_accuracy'] for r in history], label=name)
-  loss_axis.set(xlabel='epoch', ylabel='train loss', yscale='log')
+    accuracy_axis.plot(epochs, [r['test_accuracy'] for r in history],
+                       label=name)
+  loss_axis.set(xlabel='epoch', ylabel='training loss', yscale='log')
   accuracy_axis.set(xlabel='epoch', ylabel='test accuracy')
   accuracy_axis.legend(fontsize='small')
+  figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
 
 
+# plot ------------------------------------------------------------------------
+
+def _add_plot(commands):
+  parser = _parser(commands, 'plot',
+                   'figures of a run folder (curves, --store-stats '
+                   'histograms) or of a folder of runs (curves, and the '
+                   'eta0 x weight-decay heatmap of the final test error)')
+  parser.add_argument('run_folder', metavar='RUN_FOLDER')
+  parser.add_argument('--out', default=None,
+                      help='where to write the figures (default: RUN_FOLDER)')
+  parser.add_argument('--stats-step', type=int, default=None,
+                      help='the stored step to histogram (default: the last)')
+  parser.set_defaults(handler=_plot)
+
+
+def _read_metrics(folder: pathlib.Path) -> list[dict[str, Any]]:
+  return [json.loads(line) for line in
+          (folder / 'metrics.jsonl').read_text().splitlines() if line]
+
+
+def _plot(args) -> int:
+  folder = pathlib.Path(args.run_folder)
+  out = pathlib.Path(args.out or folder)
+  out.mkdir(parents=True, exist_ok=True)
+  written = []
+  if (folder / 'metrics.jsonl').exists():
+    written.append(_plot_curves(out / 'curves.png', folder.name,
+                                {folder.name: _read_metrics(folder)}))
+  if (folder / 'stats').is_dir():
+    written.append(_plot_histograms(out, folder / 'stats', args.stats_step))
+  runs = {run.name: run for run in sorted(folder.iterdir())
+          if (run / 'metrics.jsonl').exists() and (run / 'config.json').exists()
+          } if folder.is_dir() else {}
+  if runs:
+    histories = {name: _read_metrics(run) for name, run in runs.items()}
+    written.append(_plot_curves(out / 'runs_curves.png', folder.name,
+                                histories))
+    configs = {name: json.loads((run / 'config.json').read_text())
+               for name, run in runs.items()}
+    heatmap = _plot_heatmap(out / 'heatmap.png', configs, histories)
+    if heatmap:
+      written.append(heatmap)
+  if not written:
+    raise ValueError(f'Nothing to plot in {folder}: no metrics.jsonl there or '
+                     'in its subfolders.')
+  print('Wrote ' + ', '.join(str(p) for p in written))
+  return 0
+
+
+def _plot_curves(path: pathlib.Path, title: str,
+                 histories: dict[str, list[dict]]) -> pathlib.Path:
+  """Training loss and every evaluated accuracy against the epoch."""
+  plt = _pyplot()
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, history in histories.items():
+    label = '' if len(histories) == 1 else f'{name} '
+    epochs = [r['epoch'] for r in history]
+    for key in sorted({k for r in history for k in r}):
+      values = [r.get(key, math.nan) for r in history]
+      if key.endswith('_loss'):
+        loss_axis.plot(epochs, values, label=f'{label}{key}')
+      elif key.endswith('_accuracy'):
+        accuracy_axis.plot(epochs, values, label=f'{label}{key}')
+  loss_axis.set(xlabel='epoch', ylabel='loss', yscale='log')
+  accuracy_axis.set(xlabel='epoch', ylabel='accuracy')
+  for axis in (loss_axis, accuracy_axis):
+    axis.legend(fontsize='x-small')
+  figure.suptitle(title, fontsize='small')
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def _plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
+                     step: int | None) -> pathlib.Path:
+  """The scale-free paper's histograms of magnitudes, in powers of 2.
+
+  Every layer's values are pooled, BatchNorm's left out as in the authors'
+  figures; ``update / eta0`` is the update divided by the run's base rate.
+  """
+  files = sorted(stats_dir.glob('step_*.npz'))
+  if step is not None:
+    files = [f for f in files if f.name == f'step_{step:08d}.npz']
+  if not files:
+    raise ValueError(f'No stored step {step} in {stats_dir}.'
+                     if step is not None else f'No stats in {stats_dir}.')
+  stats = np.load(files[-1])
+  pooled = {}
+  for key in stats.files:
+    if '/' not in key or any(part.startswith('bn') or 'norm' in part
+                             for part in key.split('/')[1:]):
+      continue
+    kind = key.split('/')[0]
+    pooled.setdefault(kind, []).append(np.abs(stats[key]).ravel())
+  pooled = {kind: np.concatenate(v) for kind, v in pooled.items()}
+  pooled['update / eta0'] = pooled['update'] / float(stats['learning_rate'])
+  low, high = -30, 10  # powers of 2, the authors' 1e-8 to 1e4
+  edges = 2.0 ** np.arange(low, high + 1)
+  plt = _pyplot()
+  figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 3.2))
+  for axis, (kind, values) in zip(axes, pooled.items()):
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1] * 0.999),
+                             bins=edges)
+    axis.bar(np.arange(low, high), counts / max(counts.sum(), 1), width=0.9)
+    axis.set(title=kind, xlabel='order of magnitude (power of 2)',
+             ylim=(0, 1))
+  axes[0].set_ylabel('proportion')
+  figure.suptitle(f'{stats_dir.parent.name}: step {int(stats["step"])}, '
+                  f'epoch {int(stats["epoch"]) + 1}', fontsize='small')
+  figure.tight_layout()
+  path = out / f'histograms_step_{int(stats["step"])}.png'
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def _plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
+                  histories: dict[str, list[dict]]) -> pathlib.Path | None:
+  """Final test error over the initial rate and the weight decay, per method.
+
+  The scale-free paper's figure: one panel per optimizer, the best setting
+  circled; a run that diverged counts as an error of 1.
+  """
+  grid: dict[str, dict[tuple[float, float], float]] = {}
+  for name, config in configs.items():
+    decay = config['optimizer_kwargs'].get('weight_decay')
+    last = histories[name][-1] if histories[name] else {}
+    accuracy_key = ('test_accuracy' if 'test_accuracy' in last
+                    else 'val_accuracy')
+    if decay is None or accuracy_key not in last:
+      continue
+    diverged = not math.isfinite(last.get('train_loss', 0.0))
+    grid.setdefault(config['optimizer'], {})[
+        (config['learning_rate'], decay)] = (
+            1.0 if diverged else 1.0 - last[accuracy_key])
+  if not grid:
+    return None
+  plt = _pyplot()
+  figure, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4),
+                              squeeze=False)
+  for axis, (method, errors) in zip(axes[0], sorted(grid.items())):
+    rates = sorted({r for r, _ in errors})
+    decays = sorted({d for _, d in errors})
+    table = np.full((len(rates), len(decays)), np.nan)
+    for (rate, decay), error in errors.items():
+      table[rates.index(rate), decays.index(decay)] = error
+    image = axis.imshow(table, cmap='jet', origin='lower')
+    best = np.unravel_index(np.nanargmin(table), table.shape)
+    axis.scatter([best[1]], [best[0]], s=120, facecolors='none',
+                 edgecolors='black', linewidths=2)
+    axis.set_xticks(range(len(decays)), [f'{d:g}' for d in decays],
+                    rotation=45)
+    axis.set_yticks(range(len(rates)), [f'{r:g}' for r in rates])
+    axis.set(xlabel='weight decay', ylabel='initial step size',
+             title=f'{method}: best test error {np.nanmin(table):.4f}')
+    figure.colorbar(image, ax=axis, fraction=0.046)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+# main ------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m experiments')
-  commands = parser.add_subparsers(dest='command', required=True)
-  cmp = commands.add_parser(
-      'compare', help='every optimizer on digits: a table and a plot')
-  cmp.add_argument('--workdir', default='runs/compare')
-  cmp.add_argument('--model', default='resnet8')
-  cmp.add_argument('--optimizers', nargs='+', default=list(COMPARE),
-                   choices=list(COMPARE), metavar='NAME')
-  cmp.add_argument('--epochs', type=int, default=4)
-  cmp.add_argument('--batch-size', type=int, default=64)
-  cmp.add_argument('--max-steps-per-epoch', type=int, default=None)
-  cmp.add_argument('--seed', type=int, default=0)
-  cmp.set_defaults(run=compare)
+  """The parser of ``python -m experiments``."""
+  parser = argparse.ArgumentParser(
+      prog='python -m experiments', allow_abbrev=False,
+      description='Reproduce the papers of optax_adaptive.')
+  parser.add_argument('--distributed', action='store_true',
+                      help='call jax.distributed.initialize() first (multi-'
+                      'host runs; or set EXPERIMENTS_DISTRIBUTED=1)')
+  commands = parser.add_subparsers(dest='command', required=True,
+                                   metavar='COMMAND')
+  for add in (_add_scale_free, _add_adaloss, _add_acme, _add_adadiff_cifar,
+              _add_compare, _add_plot):
+    add(commands)
   return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs a command; returns the exit status (2 for a refused input)."""
   args = build_parser().parse_args(argv)
+  logging.basicConfig(format='%(message)s')
+  _LOG.setLevel(logging.INFO)
+  if args.distributed or os.environ.get('EXPERIMENTS_DISTRIBUTED') == '1':
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
   try:
-    return args.run(args)
-  except (ValueError, input_pipeline.DatasetNotFoundError) as error:
+    return args.handler(args)
+  except (ValueError, FileNotFoundError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

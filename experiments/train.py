@@ -1,134 +1,451 @@
 """Image classification training loop, in the layout of the Flax examples.
 
-`train_and_evaluate(config, workdir)` trains a model of `experiments.models` on
-a dataset of `experiments.input_pipeline` with any optimizer of
-`experiments.optimizers`, data-parallel over every device (the batch is split
-over a 'data' mesh axis, the parameters replicated), writes one JSON line of
-metrics per epoch to ``workdir/metrics.jsonl`` and an Orbax checkpoint per
-epoch, and resumes from the latest checkpoint when one exists.
+:func:`train_and_evaluate` trains a model of ``experiments.models`` on a
+dataset of ``experiments.input_pipeline`` with an optimizer of
+``experiments.optimizers``, data-parallel over every device: a ``Mesh`` over
+``jax.devices()`` with one ``'data'`` axis, the batch split along it, the
+parameters and optimizer state replicated (one device works the same way).
+Launched on several hosts, call ``jax.distributed.initialize()`` first
+(``python -m experiments --distributed ...`` does): each host then reads its own
+share of every global batch.
 
-Every optimizer is given the minibatch loss as ``value`` and its re-evaluation
-as ``value_fn`` (with the BatchNorm statistics frozen), so AdaLoss and ACME run
-through the same step as the others.
+Every optimizer gets the minibatch loss as ``value`` and its re-evaluation as
+``value_fn`` (on the same batch, same dropout mask, BatchNorm statistics left as
+they were), so AdaLoss and ACME run through the same step as the others.
+
+A run writes into its working directory:
+
+* ``config.json``: the :class:`~experiments.configs.default.Config`;
+* ``metrics.jsonl``: one JSON record per evaluation (epoch, step, training
+  loss and accuracy since the last record, each evaluated split's loss and
+  accuracy, the learning rate and what the optimizer adapts);
+* ``tensorboard/``: the same scalars for TensorBoard;
+* ``checkpoints/``: Orbax checkpoints of the parameters, BatchNorm statistics,
+  RNG streams, optimizer state, and the position in the data (epoch, batch),
+  at every evaluation; ``resume=True`` continues from the latest complete one;
+* ``stats/step_*.npz`` with ``store_stats``: every layer's parameters,
+  gradients and updates, for the scale-free paper's magnitude histograms.
 """
 
 import dataclasses
 import functools
 import json
+import logging
 import pathlib
+import sys
 import time
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
-import flax
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tqdm
 from flax import nnx
+from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import input_pipeline
 from experiments import models
 from experiments import optimizers
+from experiments.configs.default import Config
 
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """Everything a run depends on; saved beside its metrics."""
-  dataset: str = 'digits'
-  split_train: str = 'train'
-  split_eval: str = 'test'
-  model: str = 'resnet8'
-  model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-  optimizer: str = 'adamw'
-  learning_rate: float = 1e-3
-  optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-  schedule: str = 'constant'  # or 'cosine', over the whole run
-  batch_size: int = 64
-  num_epochs: int = 3
-  max_steps_per_epoch: int | None = None  # for quick runs and tests
-  loss_multiplier: float = 1.0
-  label_smoothing: float = 0.0
-  cutout: int = 0
-  image_size: int = 32
-  seed: int = 0
-  data_dir: str | None = None
+_LOG = logging.getLogger(__name__)
+_METRIC_KEYS = ('loss_sum', 'correct', 'count')
+_CHECKPOINTS_KEPT = 3
 
 
 @flax.struct.dataclass
 class TrainState:
-  params: Any
-  batch_stats: Any
-  opt_state: Any
+  """What a training step reads and writes.
+
+  Attributes:
+    step: number of optimizer steps taken.
+    params: the model's ``nnx.Param`` variables.
+    model_state: its other variables: BatchNorm statistics, RNG streams.
+    opt_state: the optimizer's state.
+  """
   step: jax.Array
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: optax.OptState
 
 
-def _steps_per_epoch(config: Config) -> int:
-  full = len(input_pipeline.create_split(
-      config.dataset, config.split_train, batch_size=config.batch_size,
-      train=True, data_dir=config.data_dir, image_size=config.image_size))
-  return min(full, config.max_steps_per_epoch or full)
+def check_config(config: Config) -> None:
+  """Refuses an unknown model, optimizer or dataset before any work is done."""
+  if config.pretrained:
+    from experiments import pretrained  # pylint: disable=g-import-not-at-top
+    known = pretrained.ARCHITECTURES
+  else:
+    known = models.MODELS
+  if config.model not in known:
+    raise ValueError(f'Unknown model {config.model!r}; choose one of '
+                     f'{", ".join(sorted(known))}.')
+  if config.optimizer not in optimizers.METHODS:
+    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
+                     f'{", ".join(optimizers.METHODS)}.')
+  input_pipeline.dataset_info(config.dataset)
 
 
-def create_train_state(config: Config, steps_per_epoch: int):
-  """The model's graph, its initial state and the optimizer."""
+def create_model(config: Config) -> nnx.Module:
+  """The model of `config`, fresh or from ``config.pretrained``."""
   info = input_pipeline.dataset_info(config.dataset)
-  model = models.create_model(config.model, num_classes=info.num_classes,
-                              rngs=nnx.Rngs(config.seed), **config.model_kwargs)
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, ...)
-  tx = optimizers.create(config.optimizer, config.learning_rate,
-                         schedule=config.schedule,
-                         total_steps=steps_per_epoch * config.num_epochs,
-                         **config.optimizer_kwargs)
-  state = TrainState(params=params, batch_stats=batch_stats,
-                     opt_state=tx.init(params), step=jnp.zeros([], jnp.int32))
-  return graphdef, state, tx
+  rngs = nnx.Rngs(config.seed)
+  if config.pretrained:
+    from experiments import pretrained  # pylint: disable=g-import-not-at-top
+    return pretrained.create_pretrained(
+        config.model, config.pretrained, num_classes=info.num_classes,
+        rngs=rngs, **config.model_kwargs)
+  return models.create_model(config.model, num_classes=info.num_classes,
+                             rngs=rngs, **config.model_kwargs)
 
 
-def _loss_and_metrics(graphdef, params, batch_stats, batch, *, train: bool,
-                      loss_multiplier: float = 1.0, label_smoothing: float = 0.0):
-  model = nnx.merge(graphdef, params, batch_stats, copy=True)
-  model.train() if train else model.eval()
-  logits = model(batch['image'])
-  num_classes = logits.shape[-1]
-  targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes),
-                                label_smoothing)
-  losses = optax.softmax_cross_entropy(logits, targets)
+def create_optimizer(config: Config,
+                     num_steps_per_epoch: int) -> optimizers.Optimizer:
+  """The optimizer of `config`, its schedule counted in steps."""
+  return optimizers.create(
+      config.optimizer, config.learning_rate, schedule=config.schedule,
+      steps_per_epoch=num_steps_per_epoch, num_epochs=config.num_epochs,
+      schedule_kwargs=config.schedule_kwargs, **config.optimizer_kwargs)
+
+
+def create_train_state(
+    config: Config, num_steps_per_epoch: int,
+) -> tuple[nnx.GraphDef, TrainState, optimizers.Optimizer]:
+  """The model's graph, the initial training state and the optimizer.
+
+  Args:
+    config: the run's configuration.
+    num_steps_per_epoch: optimizer steps per epoch (for the schedule).
+
+  Returns:
+    ``(graphdef, state, optimizer)``: ``nnx.merge(graphdef, state.params,
+    state.model_state)`` is the model.
+
+  Example:
+    >>> from experiments.configs import default
+    >>> graphdef, state, optimizer = create_train_state(
+    ...     default.get_config(model='resnet8', optimizer='adaloss',
+    ...                        learning_rate=0.1, optimizer_kwargs={'b0': 1.0}),
+    ...     num_steps_per_epoch=10)
+    >>> int(state.step), type(state.opt_state[0]).__name__
+    (0, 'ScaleByAdaLossState')
+  """
+  model = create_model(config)
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  optimizer = create_optimizer(config, num_steps_per_epoch)
+  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                     model_state=model_state,
+                     opt_state=optimizer.tx.init(params))
+  return graphdef, state, optimizer
+
+
+def _apply(graphdef, params, model_state, images, *, train: bool):
+  """Logits, and the model's non-parameter state after the call."""
+  model = nnx.merge(graphdef, params, model_state, copy=True)
+  if train:
+    model.train()
+  else:
+    model.eval()
+  logits = model(images)
+  return logits, nnx.state(model, nnx.Not(nnx.Param))
+
+
+def _classification_metrics(logits, batch, label_smoothing: float = 0.0):
+  """Mean cross-entropy over the real examples, and the metrics' sums."""
+  targets = optax.smooth_labels(
+      jax.nn.one_hot(batch['label'], logits.shape[-1]), label_smoothing)
+  losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
   mask = batch['mask'].astype(losses.dtype)
-  count = jnp.maximum(mask.sum(), 1.0)
-  loss = loss_multiplier * jnp.sum(losses * mask) / count
+  count = mask.sum()
+  loss = jnp.sum(losses * mask) / jnp.maximum(count, 1.0)
   correct = jnp.sum((logits.argmax(-1) == batch['label']) * mask)
-  new_stats = nnx.state(model, nnx.BatchStat)
-  return loss, (new_stats, {'loss': loss / loss_multiplier,
-                            'correct': correct, 'count': mask.sum()})
+  return loss, {'loss_sum': loss * count, 'correct': correct, 'count': count}
 
 
-def train_step(graphdef, tx, config: Config, state: TrainState, batch):
-  """One optimizer step; `value_fn` re-evaluates with statistics frozen."""
-  loss_fn = functools.partial(
-      _loss_and_metrics, graphdef, train=True,
-      loss_multiplier=config.loss_multiplier,
-      label_smoothing=config.label_smoothing)
-  (loss, (batch_stats, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params, state.batch_stats, batch)
+def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs,
+               state: TrainState, batch: dict[str, jax.Array], *,
+               loss_multiplier: float = 1.0, label_smoothing: float = 0.0,
+               with_stats: bool = False):
+  """One optimizer step on `batch`.
+
+  Args:
+    graphdef: the model's graph.
+    tx: the optimizer; given ``value=loss`` and ``value_fn``.
+    state: the training state.
+    batch: ``image``, ``label`` and ``mask``.
+    loss_multiplier: multiplies the loss the optimizer sees.
+    label_smoothing: of the cross-entropy.
+    with_stats: also return the parameters after the step, the gradients and
+      the updates.
+
+  Returns:
+    ``(state, metrics)``, metrics being the sums ``loss_sum`` (of the
+    unmultiplied loss), ``correct`` and ``count``; with ``with_stats``, a
+    third element ``{'parameter', 'gradient', 'update'}``.
+  """
+  def loss_fn(params):
+    logits, model_state = _apply(graphdef, params, state.model_state,
+                                 batch['image'], train=True)
+    loss, metrics = _classification_metrics(logits, batch, label_smoothing)
+    return loss_multiplier * loss, (model_state, metrics)
 
   def value_fn(params):
-    return loss_fn(params, state.batch_stats, batch)[0]
+    # The same batch and the same dropout mask; the statistics it computes
+    # are dropped, so they move once per step whatever the method.
+    return loss_fn(params)[0]
 
+  (loss, (model_state, metrics)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params,
                                  value=loss, value_fn=value_fn)
-  new_state = TrainState(params=optax.apply_updates(state.params, updates),
-                         batch_stats=batch_stats, opt_state=opt_state,
-                         step=state.step + 1)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params,
+                         model_state=model_state, opt_state=opt_state)
+  if with_stats:
+    return new_state, metrics, {'parameter': params, 'gradient': grads,
+                                'update': updates}
   return new_state, metrics
 
 
-def eval_step(graphdef, state: TrainState, batch):
-  _, (_, metrics) = _loss_and_metrics(graphdef, state.params, state.batch_stats,
-                                      batch, train=False)
-  return {'loss_sum': metrics['loss'] * metrics['count'],
-          'correct': metrics['correct'], 'count': metrics['count']}
+@functools.partial(jax.jit, static_argnums=0)
+def eval_step(graphdef: nnx.GraphDef, params: nnx.State,
+              model_state: nnx.State, batch: dict[str, jax.Array]):
+  """The metrics' sums on `batch`, in evaluation mode (padding masked out).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from experiments.configs import default
+    >>> graphdef, state, _ = create_train_state(default.get_config(), 1)
+    >>> batch = {'image': jnp.zeros((4, 32, 32, 3)), 'label': jnp.zeros(4, int),
+    ...          'mask': jnp.array([True, True, True, False])}
+    >>> float(eval_step(graphdef, state.params, state.model_state, batch)['count'])
+    3.0
+  """
+  logits, _ = _apply(graphdef, params, model_state, batch['image'], train=False)
+  return _classification_metrics(logits, batch)[1]
+
+
+def _add_metrics(totals, metrics):
+  return {k: totals[k] + metrics[k] for k in _METRIC_KEYS}
+
+
+def _to_host(tree):
+  """A replicated tree's values as NumPy, from this host's first shard."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _is_key(x) -> bool:
+  return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_as_data(tree):
+  """Typed PRNG keys as their raw data, which Orbax stores."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
+                      tree)
+
+
+def _keys_from_data(template, tree):
+  return jax.tree.map(
+      lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
+      if _is_key(t) else x, template, tree)
+
+
+def _layer_names(tree) -> list[str]:
+  """'stages/0/conv1/kernel'-style names of a parameter tree's leaves."""
+  names = []
+  for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    parts = [str(k.key) if isinstance(k, jax.tree_util.DictKey) else
+             str(k.idx) for k in path
+             if isinstance(k, (jax.tree_util.DictKey, jax.tree_util.SequenceKey))]
+    names.append('/'.join(parts))
+  return names
+
+
+def _split_prefix(split: str) -> str:
+  if split.startswith('val'):
+    return 'val'
+  if split.startswith('train'):
+    return 'train_eval'
+  return split
+
+
+@dataclasses.dataclass
+class _Progress:
+  """Where the run is: saved with every checkpoint."""
+  epoch: int = 0  # the epoch under way
+  batch: int = 0  # the next batch of that epoch
+  window: dict[str, float] = dataclasses.field(
+      default_factory=lambda: dict.fromkeys(_METRIC_KEYS, 0.0))
+  seconds: float = 0.0  # training and evaluation time so far
+  data: dict[str, Any] = dataclasses.field(default_factory=dict)  # iterator
+
+
+class _Run:
+  """The files of a run in its working directory."""
+
+  def __init__(self, config: Config, workdir: pathlib.Path):
+    self.workdir = workdir
+    self.is_chief = jax.process_index() == 0
+    self.checkpoints = ocp.CheckpointManager(
+        (workdir / 'checkpoints').absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=_CHECKPOINTS_KEPT))
+    if self.checkpoints.latest_step() is not None and not config.resume:
+      self.checkpoints.close()
+      raise ValueError(
+          f'{workdir} already has checkpoints: resume from them (--resume) or '
+          'choose another working directory.')
+    self.metrics_path = workdir / 'metrics.jsonl'
+    self.writer = None
+    if self.is_chief:
+      workdir.mkdir(parents=True, exist_ok=True)
+      (workdir / 'config.json').write_text(
+          json.dumps(config.to_json(), indent=2) + '\n')
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.writer = SummaryWriter(str(workdir / 'tensorboard'))
+
+  def history(self, up_to_step: int) -> list[dict[str, Any]]:
+    """The records up to a checkpoint's step; later ones are dropped."""
+    if not self.metrics_path.exists():
+      records = []
+    else:
+      records = [json.loads(line) for line in
+                 self.metrics_path.read_text().splitlines() if line]
+      records = [r for r in records if r['step'] <= up_to_step]
+    if self.is_chief:
+      self.metrics_path.write_text(
+          ''.join(json.dumps(r) + '\n' for r in records))
+    return records
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.is_chief:
+      return
+    with self.metrics_path.open('a') as f:
+      f.write(json.dumps(record) + '\n')
+    for key, value in record.items():
+      if key not in ('epoch', 'step'):
+        self.writer.add_scalar(key, value, record['step'])
+    self.writer.flush()
+
+  def save(self, state: TrainState, progress: _Progress) -> None:
+    saved = dataclasses.asdict(progress)
+    saved['window'] = {k: float(v) for k, v in saved['window'].items()}
+    self.checkpoints.save(
+        int(state.step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_keys_as_data(state)),
+            progress=ocp.args.JsonSave(saved)),
+        force=True)
+
+  def restore(self, state: TrainState) -> tuple[TrainState, _Progress]:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            _keys_as_data(state))
+    restored = self.checkpoints.restore(
+        self.checkpoints.latest_step(), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            progress=ocp.args.JsonRestore()))
+    return (_keys_from_data(state, restored.state),
+            _Progress(**restored.progress))
+
+  def save_stats(self, stats, step: int, epoch: int, learning_rate: float):
+    if not self.is_chief:
+      return
+    folder = self.workdir / 'stats'
+    folder.mkdir(exist_ok=True)
+    arrays = {'step': np.int64(step), 'epoch': np.int64(epoch),
+              'learning_rate': np.float64(learning_rate)}
+    for kind, tree in _to_host(stats).items():
+      for name, value in zip(_layer_names(tree), jax.tree.leaves(tree)):
+        arrays[f'{kind}/{name}'] = value
+    np.savez(folder / f'step_{step:08d}.npz', **arrays)
+
+  def close(self) -> None:
+    self.checkpoints.wait_until_finished()
+    self.checkpoints.close()
+    if self.writer is not None:
+      self.writer.close()
+
+
+# The fields of a Config that the compiled training step depends on.
+_STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'schedule',
+                'schedule_kwargs', 'num_epochs', 'loss_multiplier',
+                'label_smoothing')
+
+
+def _step_key(config: Config) -> str:
+  return json.dumps({k: getattr(config, k) for k in _STEP_FIELDS},
+                    sort_keys=True)
+
+
+class _Steps:
+  """A model's and an optimizer's jitted functions, compiled once per process.
+
+  Runs of the same model and optimizer settings (a resumed run, the same
+  settings again) share them instead of compiling them again.
+  """
+
+  def __init__(self, graphdef, config: Config, num_steps_per_epoch: int,
+               mesh: Mesh):
+    self._graphdef = graphdef
+    self._config = config
+    self._optimizer = create_optimizer(config, num_steps_per_epoch)
+    self._replicated = NamedSharding(mesh, P())
+    self._train = {}
+    self.monitor = jax.jit(self._optimizer.monitor)
+
+  def train(self, with_stats: bool):
+    """``(state, window, batch) -> (state, window[, stats])``, window summing
+    the step's metrics; the state and the window are donated."""
+    if with_stats not in self._train:
+      def accumulate(state, window, batch):
+        outputs = train_step(
+            self._graphdef, self._optimizer.tx, state, batch,
+            loss_multiplier=self._config.loss_multiplier,
+            label_smoothing=self._config.label_smoothing,
+            with_stats=with_stats)
+        return (outputs[0], _add_metrics(window, outputs[1]), *outputs[2:])
+      self._train[with_stats] = jax.jit(
+          accumulate, donate_argnums=(0, 1), out_shardings=self._replicated)
+    return self._train[with_stats]
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(graphdef, step_key: str, num_steps_per_epoch: int,
+                    mesh: Mesh) -> _Steps:
+  settings = json.loads(step_key)
+  return _Steps(graphdef, Config(**settings), num_steps_per_epoch, mesh)
+
+
+def _train_batches(config: Config) -> input_pipeline.BatchIterator:
+  """The training split's batches, epoch after epoch."""
+  return input_pipeline.create_split(
+      config.dataset, config.train_split, batch_size=config.batch_size,
+      train=True, seed=config.seed, data_dir=config.data_dir,
+      image_size=config.image_size, cutout=config.cutout,
+      mean_std=config.mean_std)
+
+
+def evaluate(graphdef: nnx.GraphDef, state: TrainState, config: Config,
+             batch_sharding: NamedSharding) -> dict[str, float]:
+  """Loss and accuracy on every split of ``config.eval_splits``."""
+  results = {}
+  for split in config.eval_splits:
+    batches = input_pipeline.create_split(
+        config.dataset, split, batch_size=config.batch_size, train=False,
+        data_dir=config.data_dir, image_size=config.image_size,
+        mean_std=config.mean_std)
+    totals = dict.fromkeys(_METRIC_KEYS, 0.0)
+    for batch in batches:
+      metrics = eval_step(graphdef, state.params, state.model_state,
+                          _to_global(batch, batch_sharding))
+      totals = _add_metrics(totals, metrics)
+    totals = _to_host(totals)
+    prefix = _split_prefix(split)
+    results[f'{prefix}_loss'] = float(totals['loss_sum'] / totals['count'])
+    results[f'{prefix}_accuracy'] = float(totals['correct'] / totals['count'])
+  return results
 
 
 def _to_global(batch, sharding):
@@ -136,95 +453,123 @@ def _to_global(batch, sharding):
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def _effective_step_size(opt_state) -> dict[str, float]:
-  """The adaptive quantity a method exposes, for logging."""
-  out = {}
-  for name in ('learning_rate', 'scale', 'decay'):
-    found = optax.tree.get_all_with_path(opt_state, name)
-    if found and jnp.ndim(found[0][1]) == 0:
-      out[name] = float(found[0][1])
-  return out
-
-
 def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
-  """Trains and evaluates; returns the metrics records written per epoch."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / 'config.json').write_text(
-      json.dumps(dataclasses.asdict(config), indent=2))
-  steps_per_epoch = _steps_per_epoch(config)
-  graphdef, state, tx = create_train_state(config, steps_per_epoch)
+  """Trains and evaluates the model of `config`, writing into `workdir`.
 
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  Args:
+    config: the run's configuration.
+    workdir: the run's directory (created if needed).
+
+  Returns:
+    The metrics records of the whole run, those of a resumed run's earlier
+    part included.
+
+  Raises:
+    ValueError: for a configuration that does not fit (an unknown model,
+      optimizer or split, a batch that does not divide over the devices), or
+      a `workdir` with checkpoints and ``config.resume`` False.
+  """
+  check_config(config)
+  workdir = pathlib.Path(workdir)
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  if config.batch_size % mesh.size:
+    raise ValueError(f'`batch_size` {config.batch_size} must be a multiple of '
+                     f'the {mesh.size} devices.')
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
+
+  train_batches = _train_batches(config)
+  full_epoch = train_batches.steps_per_epoch
+  num_steps_per_epoch = min(full_epoch, config.max_steps_per_epoch or full_epoch)
+  graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
+  run = _Run(config, workdir)
+  progress = _Progress()
+  if run.checkpoints.latest_step() is not None:
+    state, progress = run.restore(state)
+    if progress.data:
+      train_batches.set_state(progress.data)
+    _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
+  history = run.history(int(state.step))
   state = jax.device_put(state, replicated)
-  step_fn = jax.jit(functools.partial(train_step, graphdef, tx, config),
-                    donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef))
+  window = jax.device_put(progress.window, replicated)
 
-  checkpoints = ocp.CheckpointManager(
-      (workdir / 'checkpoints').absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2))
-  first_epoch, history = 0, []
-  if checkpoints.latest_step() is not None:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = jax.device_put(checkpoints.restore(
-        checkpoints.latest_step(), args=ocp.args.StandardRestore(abstract)),
-                           replicated)
-    first_epoch = int(state.step) // steps_per_epoch
-    history = _read_history(workdir, first_epoch)
+  steps = _compiled_steps(graphdef, _step_key(config), num_steps_per_epoch,
+                          mesh)
 
-  for epoch in range(first_epoch, config.num_epochs):
-    started = time.perf_counter()
-    train = input_pipeline.create_split(
-        config.dataset, config.split_train, batch_size=config.batch_size,
-        train=True, seed=config.seed, epoch=epoch, data_dir=config.data_dir,
-        image_size=config.image_size, cutout=config.cutout)
-    totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
-    for index, batch in enumerate(input_pipeline.batches(train)):
-      if index == steps_per_epoch:
-        break
-      state, metrics = step_fn(state, _to_global(batch, batch_sharding))
-      totals['loss'] += metrics['loss'] * metrics['count']
-      totals['correct'] += metrics['correct']
-      totals['count'] += metrics['count']
-    evaluation = _evaluate(eval_fn, state, config, batch_sharding)
-    record = {
-        'epoch': epoch + 1, 'step': int(state.step),
-        'train_loss': float(totals['loss'] / totals['count']),
-        'train_accuracy': float(totals['correct'] / totals['count']),
-        **{f'eval_{k}': v for k, v in evaluation.items()},
-        **_effective_step_size(state.opt_state),
-        'epoch_seconds': time.perf_counter() - started,
-    }
-    history.append(record)
-    with (workdir / 'metrics.jsonl').open('a') as f:
-      f.write(json.dumps(record) + '\n')
-    checkpoints.save(int(state.step), args=ocp.args.StandardSave(state))
-  checkpoints.wait_until_finished()
+  def checkpoint_due():
+    every = config.checkpoint_every_steps
+    return bool(every) and int(state.step) % every == 0
+
+  max_steps = config.max_steps or sys.maxsize
+  show_progress = config.progress_bar and sys.stderr.isatty()
+  started = time.perf_counter() - progress.seconds
+
+  while progress.epoch < config.num_epochs and int(state.step) < max_steps:
+    if progress.batch == 0 and num_steps_per_epoch < full_epoch:
+      # A shortened epoch skips the rest of the split's epoch.
+      train_batches.set_state({'next_index': progress.epoch * full_epoch})
+    stop = min(num_steps_per_epoch,
+               progress.batch + max_steps - int(state.step))
+    bar = tqdm.tqdm(total=num_steps_per_epoch, initial=progress.batch,
+                    desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
+                    disable=not show_progress, leave=False, dynamic_ncols=True)
+    while progress.batch < stop:
+      batch = next(train_batches)
+      with_stats = (config.store_stats
+                    and progress.batch % config.store_stats_interval == 0)
+      state, window, *stats = steps.train(with_stats)(
+          state, window, _to_global(batch, batch_sharding))
+      progress.batch += 1
+      bar.update()
+      if with_stats:
+        run.save_stats(stats[0], int(state.step), progress.epoch,
+                       float(optimizer.learning_rate(int(state.step) - 1)))
+      if progress.batch < stop and checkpoint_due():
+        # The last batch of the loop is checkpointed below, with the epoch
+        # it ends counted.
+        progress.window = _to_host(window)
+        progress.data = train_batches.get_state()
+        progress.seconds = time.perf_counter() - started
+        run.save(state, progress)
+    bar.close()
+
+    end_of_epoch = progress.batch >= num_steps_per_epoch
+    if end_of_epoch:
+      progress.epoch, progress.batch = progress.epoch + 1, 0
+    finished = (progress.epoch >= config.num_epochs
+                or int(state.step) >= max_steps)
+    evaluation_due = finished or (
+        end_of_epoch and progress.epoch % config.eval_every_epochs == 0)
+    if evaluation_due:
+      record = _record(graphdef, state, window, config, batch_sharding,
+                       steps.monitor, num_steps_per_epoch)
+      progress.seconds = record['seconds'] = time.perf_counter() - started
+      history.append(record)
+      run.write(record)
+      _LOG.info('%s epoch %.2f step %d: %s', workdir.name, record['epoch'],
+                record['step'], ', '.join(
+                    f'{k} {v:.4g}' for k, v in record.items()
+                    if k.endswith(('_loss', '_accuracy'))))
+      window = jax.device_put(dict.fromkeys(_METRIC_KEYS, 0.0), replicated)
+    if evaluation_due or checkpoint_due():
+      progress.window = _to_host(window)
+      progress.data = train_batches.get_state()
+      progress.seconds = time.perf_counter() - started
+      run.save(state, progress)
+  run.close()
   return history
 
 
-def _evaluate(eval_fn, state, config, batch_sharding) -> dict[str, float]:
-  dataset = input_pipeline.create_split(
-      config.dataset, config.split_eval, batch_size=config.batch_size,
-      train=False, data_dir=config.data_dir, image_size=config.image_size)
-  loss_sum = correct = count = 0.0
-  for batch in input_pipeline.batches(dataset):
-    metrics = eval_fn(state, _to_global(batch, batch_sharding))
-    loss_sum += metrics['loss_sum']
-    correct += metrics['correct']
-    count += metrics['count']
-  return {'loss': float(loss_sum / count), 'accuracy': float(correct / count)}
-
-
-def _read_history(workdir: pathlib.Path, epochs: int) -> list[dict[str, Any]]:
-  """The records of the epochs a checkpoint covers; later ones are dropped."""
-  path = workdir / 'metrics.jsonl'
-  records = [json.loads(line) for line in path.read_text().splitlines()] if (
-      path.exists()) else []
-  kept = [r for r in records if r['epoch'] <= epochs]
-  path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
-  return kept
+def _record(graphdef, state, window, config, batch_sharding, monitor,
+            num_steps_per_epoch) -> dict[str, Any]:
+  """The metrics record of an evaluation."""
+  totals = _to_host(window)
+  record = {'epoch': int(state.step) / num_steps_per_epoch,
+            'step': int(state.step)}
+  if totals['count']:
+    record['train_loss'] = float(totals['loss_sum'] / totals['count'])
+    record['train_accuracy'] = float(totals['correct'] / totals['count'])
+  record.update(evaluate(graphdef, state, config, batch_sharding))
+  record.update({k: float(v) for k, v in
+                 _to_host(monitor(state.opt_state, state.step)).items()})
+  return record

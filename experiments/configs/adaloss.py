@@ -1,0 +1,182 @@
+"""Wu, Xie, Du and Ward (AAAI 2022): AdaLoss and its three baselines.
+
+The authors' ``train.py`` (gail-yxie/adaloss) reads a JSON configuration
+(``-c``) whose ``train_loss`` and ``optimizer`` sections pick the method, and
+lets flags override some of its entries. :func:`read_authors_config` reads
+that layout; :func:`get_config` maps the values to a run. The four JSON files
+beside this module (``configs/adaloss/*.json``) are the paper's four methods
+in that layout.
+
+=================== ================= ==============================
+``train_loss.type`` ``optimizer.type`` method
+=================== ================= ==============================
+``AdaLoss``         ``SGD``            ``adaloss``
+``PlainLossb0``     ``SGD``            ``sgd_constant``
+``PlainLossSqrt``   ``SGD``            ``sgd_decay_sqrt``
+``CrossEntropy``    ``Adagradnorm``    ``adagrad_norm`` (per output unit)
+``CrossEntropy``    ``SGD``            ``sgd`` (PyTorch's SGD)
+=================== ================= ==============================
+"""
+
+import json
+import pathlib
+from typing import Any
+
+from experiments.configs.default import Config
+
+CONFIG_DIR = pathlib.Path(__file__).parent / 'adaloss'
+# The authors' timm models and the models here, with their input size.
+MODELS = {'vits16r224': ('vit_s16', 224), 'swsl_resnet50': ('resnet50', 224)}
+# The authors' normalisation of CIFAR-100.
+CIFAR100_MEAN_STD = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+_METHODS = {('AdaLoss', 'SGD'): 'adaloss',
+            ('PlainLossb0', 'SGD'): 'sgd_constant',
+            ('PlainLossSqrt', 'SGD'): 'sgd_decay_sqrt',
+            ('CrossEntropy', 'Adagradnorm'): 'adagrad_norm',
+            ('CrossEntropy', 'SGD'): 'sgd'}
+
+
+def read_authors_config(path: str) -> dict[str, Any]:
+  """The entries of an authors' JSON configuration that a run depends on.
+
+  Args:
+    path: a JSON file in the layout of the authors' ``configs/``.
+
+  Returns:
+    Keyword arguments of :func:`get_config`.
+
+  Raises:
+    FileNotFoundError: if there is no such file.
+    ValueError: for a file that is not in that layout.
+
+  Example:
+    >>> values = read_authors_config(CONFIG_DIR / 'config_cifar100_adaloss.json')
+    >>> values['method'], values['eta'], values['b0'], values['epochs']
+    ('adaloss', 0.1, 1.0, 10)
+  """
+  text = pathlib.Path(path).read_text()
+  try:
+    raw = json.loads(text)
+    loss, optimizer = raw['train_loss'], raw['optimizer']
+    kind = (loss['type'], optimizer['type'])
+    values = {
+        'method': _METHODS[kind],
+        'name': raw.get('name', 'adaloss'),
+        'seed': raw.get('seed', 123),
+        'model': raw['arch']['type'],
+        'batch_size': raw['data_loader']['args']['batch_size'],
+        'eta': optimizer['args']['lr'],
+        'momentum': optimizer['args'].get('momentum', 0.0),
+        'weight_decay': optimizer['args'].get('weight_decay', 0.0),
+        'b0': loss['args'].get('b0', 1.0),
+        'alpha': loss['args'].get('alpha', 1.0),
+        'cc': loss['args'].get('cc', 0.0),
+        'epochs': raw['trainer']['epochs'],
+    }
+  except (json.JSONDecodeError, KeyError, TypeError) as error:
+    raise ValueError(f'{path} is not an AdaLoss configuration in the authors\''
+                     f' layout (missing or wrong {error}).') from None
+  if 'initial_accumulator_value' in optimizer['args']:
+    values['adanormb0'] = optimizer['args']['initial_accumulator_value']
+  scheduler = raw.get('lr_scheduler', {})
+  if scheduler.get('type') == 'StepLR':
+    values['step_size'] = scheduler['args']['step_size']
+    values['gamma'] = scheduler['args'].get('gamma', 0.1)
+  return values
+
+
+def get_config(*, method: str = 'adaloss', eta: float = 0.1, b0: float = 1.0,
+               alpha: float = 1.0, cc: float = 0.0, weight_decay: float = 1e-4,
+               momentum: float = 0.0, adanormb0: float | None = None,
+               batch_size: int = 128, epochs: int = 10,
+               model: str = 'vits16r224', seed: int = 123,
+               step_size: int = 100, gamma: float = 0.1,
+               dataset: str = 'digits', data_dir: str | None = None,
+               pretrained: str | None = None, name: str = 'adaloss',
+               **overrides) -> Config:
+  """The run of the authors' ``train.py`` with these values.
+
+  CIFAR runs train on the fixed 45k images of ``train45k`` and evaluate on
+  ``val5k`` and ``test``, as the paper does; digits runs on its own split.
+  The schedule is the configurations' ``StepLR`` (per epoch).
+
+  Args:
+    method: ``'adaloss'``, ``'sgd_constant'``, ``'sgd_decay_sqrt'``,
+      ``'adagrad_norm'`` or ``'sgd'``.
+    eta: the learning rate :math:`\\eta` (``--eta``).
+    b0: :math:`b_0`.
+    alpha: AdaLoss's and SGD-DecaySqrt's :math:`\\alpha`.
+    cc: AdaLoss's :math:`c`.
+    weight_decay: L2 weight decay.
+    momentum: SGD's momentum (``sgd`` only; the paper uses 0).
+    adanormb0: AdaGrad-Norm's :math:`b_0` when it differs from ``b0`` (the
+      older ``--adanormb0`` flag).
+    batch_size: batch size.
+    epochs: epochs.
+    model: ``'vits16r224'``, ``'swsl_resnet50'`` or a key of
+      ``experiments.models.MODELS``.
+    seed: the random seed.
+    step_size: the ``StepLR`` period, in epochs.
+    gamma: the ``StepLR`` factor.
+    dataset: ``'cifar100'``, ``'cifar10'`` or ``'digits'``.
+    data_dir: the TFDS data directory.
+    pretrained: the checkpoint to fine-tune (the paper fine-tunes timm's
+      ImageNet models), e.g. ``'timm:vit_small_patch16_224.augreg_in21k'``.
+    name: the experiment's name.
+    **overrides: other :class:`Config` fields.
+
+  Returns:
+    The configuration.
+
+  Example:
+    >>> config = get_config(method='sgd_decay_sqrt', b0=10.0, model='resnet20')
+    >>> config.optimizer, config.optimizer_kwargs['b0'], config.image_size
+    ('sgd_decay_sqrt', 10.0, 32)
+  """
+  del name  # names the run's folder (see `run_name`), not the run
+  if method == 'adaloss':
+    kwargs = {'b0': b0, 'alpha': alpha, 'c': cc}
+  elif method == 'sgd_constant':
+    kwargs = {'b0': b0}
+  elif method == 'sgd_decay_sqrt':
+    kwargs = {'b0': b0, 'alpha': alpha}
+  elif method == 'adagrad_norm':
+    kwargs = {'b0': b0 if adanormb0 is None else adanormb0}
+  elif method == 'sgd':
+    kwargs = {'momentum': momentum or None}
+  else:
+    raise ValueError(f'Unknown AdaLoss method {method!r}; choose one of '
+                     f'{", ".join(_METHODS.values())}.')
+  if momentum and method != 'sgd':
+    raise ValueError(f'{method} takes no momentum here (the paper uses 0).')
+  model_name, image_size = MODELS.get(model, (model, 32))
+  cifar = dataset != 'digits'
+  return Config(**{
+      'dataset': dataset,
+      'train_split': 'train45k' if cifar else 'train',
+      'eval_splits': ('val5k', 'test') if cifar else ('test',),
+      'data_dir': data_dir,
+      'image_size': image_size,
+      'mean_std': CIFAR100_MEAN_STD if dataset == 'cifar100' else None,
+      'model': model_name,
+      'pretrained': pretrained,
+      'optimizer': method,
+      'learning_rate': eta,
+      'optimizer_kwargs': {**kwargs, 'weight_decay': weight_decay},
+      'schedule': 'step',
+      'schedule_kwargs': {'step_epochs': step_size, 'gamma': gamma},
+      'batch_size': batch_size,
+      'num_epochs': epochs,
+      'seed': seed,
+      **overrides,
+  })
+
+
+def run_name(name: str, model: str, b0: float) -> str:
+  """The authors' experiment name, without their timestamp.
+
+  Example:
+    >>> run_name('cifar100_adaloss', 'vits16r224', 1.0)
+    'cifar100_adaloss_vits16r224_b0_1.0'
+  """
+  return f'{name}_{model}_b0_{b0}'

@@ -1,0 +1,105 @@
+"""The configuration of a training run, with the defaults of a first run.
+
+A :class:`Config` is a frozen dataclass: everything a run depends on, written
+as ``config.json`` beside the run's metrics. The papers' modules in this
+package (``scale_free``, ``adaloss``, ``acme``, ``adadiff_cifar``) build one
+from each paper's own flags.
+"""
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a training run depends on.
+
+  Attributes:
+    dataset: ``'digits'``, ``'cifar10'`` or ``'cifar100'``.
+    train_split: the split trained on (``'train'``, ``'train45k'``).
+    eval_splits: the splits evaluated at every evaluation; metrics are named
+      after them (``test_*``, ``val_*`` for ``val5k``, ``train_eval_*`` for a
+      training split evaluated without augmentation).
+    data_dir: where TFDS keeps prepared datasets (None: its default).
+    image_size: side the images are resized to (224 for ViT-S/16, ResNet-50).
+    cutout: side of the Cutout square in training (0: none).
+    mean_std: per-channel ``(mean, std)`` to normalise with, where a paper's
+      code uses other values than the dataset's own (None: its own).
+    model: a key of ``experiments.models.MODELS``.
+    model_kwargs: overrides of the model family's arguments.
+    pretrained: a checkpoint to start from (a file or ``timm:NAME``; see
+      ``experiments.pretrained``), or None for a fresh initialisation.
+    optimizer: a key of ``experiments.optimizers.METHODS``.
+    learning_rate: the base learning rate.
+    optimizer_kwargs: the method's other arguments.
+    schedule: ``'constant'``, ``'cosine'`` or ``'step'``; stepped once per
+      epoch, as the papers' PyTorch schedulers are.
+    schedule_kwargs: ``final_fraction`` (cosine's floor relative to the base
+      rate), ``step_epochs`` and ``gamma`` (step decay).
+    batch_size: the global batch size; a multiple of the number of devices.
+    num_epochs: epochs to train.
+    max_steps: stop after this many steps in all (None: no limit).
+    max_steps_per_epoch: shorten every epoch to this many steps (None: the
+      whole split), for quick runs and tests.
+    eval_every_epochs: evaluate every this many epochs, and after the last.
+    checkpoint_every_steps: also checkpoint every this many steps (0: only
+      at evaluations and at the end).
+    loss_multiplier: multiplies the training loss (the scale-free paper's
+      check of scale-freeness); the logged losses are not multiplied.
+    label_smoothing: of the training loss.
+    seed: initialisation, data order and augmentation.
+    store_stats: save parameters, gradients and updates every
+      ``store_stats_interval`` steps of an epoch to ``stats/step_*.npz``.
+    store_stats_interval: see ``store_stats``.
+    progress_bar: show a progress bar per epoch (only on a terminal).
+    resume: continue from the latest checkpoint in the working directory;
+      without it, a directory that has checkpoints is refused.
+  """
+  dataset: str = 'digits'
+  train_split: str = 'train'
+  eval_splits: tuple[str, ...] = ('test',)
+  data_dir: str | None = None
+  image_size: int = 32
+  cutout: int = 0
+  mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+  model: str = 'resnet8'
+  model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  pretrained: str | None = None
+  optimizer: str = 'adamw'
+  learning_rate: float = 1e-3
+  optimizer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  schedule: str = 'constant'
+  schedule_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  batch_size: int = 64
+  num_epochs: int = 4
+  max_steps: int | None = None
+  max_steps_per_epoch: int | None = None
+  eval_every_epochs: int = 1
+  checkpoint_every_steps: int = 0
+  loss_multiplier: float = 1.0
+  label_smoothing: float = 0.0
+  seed: int = 0
+  store_stats: bool = False
+  store_stats_interval: int = 1
+  progress_bar: bool = True
+  resume: bool = False
+
+  def to_json(self) -> dict[str, Any]:
+    """The fields as JSON values (tuples become lists)."""
+    return dataclasses.asdict(self)
+
+
+def get_config(**overrides) -> Config:
+  """The first run's configuration: ResNet-8 with AdamW on digits.
+
+  Args:
+    **overrides: fields of :class:`Config` to change.
+
+  Returns:
+    The configuration.
+
+  Example:
+    >>> get_config(num_epochs=2).num_epochs
+    2
+  """
+  return Config(**overrides)
