@@ -8,6 +8,8 @@ what is tested here, the papers' models are tested in test_models.py.
 import dataclasses
 import json
 import math
+import pathlib
+import shlex
 
 import jax
 import jax.numpy as jnp
@@ -314,3 +316,47 @@ def test_an_unknown_choice_is_refused_by_the_parser(capsys, argv):
     cli.main(argv)
   assert exit_info.value.code == 2
   assert 'invalid choice' in capsys.readouterr().err
+
+
+def _documented_commands():
+  readme = (pathlib.Path(cli.__file__).parent / 'README.md').read_text()
+  # Continuation lines joined; every command line after the prompt.
+  text = readme.replace('\\\n', ' ')
+  return [shlex.split(line, comments=True)[3:] for line in text.splitlines()
+          if line.startswith('python -m experiments ')]
+
+
+def test_every_command_in_the_experiments_readme_parses():
+  commands = _documented_commands()
+  assert {argv[0] for argv in commands} >= {
+      'compare', 'scale-free', 'adaloss', 'acme', 'adadiff-cifar', 'plot'}
+  parser = cli.build_parser()
+  for argv in commands:
+    parser.parse_args(argv)
+
+
+@pytest.mark.parametrize('command', [
+    ['scale-free', '--optim-method', 'AdamL2', '--model', 'ResNet20',
+     '--batchsize', '32', '--train-epochs', '1'],
+    ['adaloss', '-c', str(adaloss_config.CONFIG_DIR /
+                          'config_cifar100_adaloss.json'),
+     '--model', 'tiny_cnn', '--bs', '32', '--ep', '1'],
+    ['adadiff-cifar', '--optim', 'adabelief', '--lr', '0.001', '--model',
+     'tiny_cnn', '--batchsize', '32', '--total_epoch', '1'],
+], ids=lambda command: command[0])
+def test_each_paper_command_checkpoints_and_resumes_where_it_stopped(
+    tmp_path, command):
+  """Each command, stopped after two steps and resumed to three, ends where a
+  three-step run does: evaluation, checkpoint and parameters."""
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  command = command + ['--no-progress', '--workdir']
+  assert cli.main(command + [str(straight), '--max-steps', '3']) == 0
+  assert cli.main(command + [str(resumed), '--max-steps', '2']) == 0
+  assert _latest_checkpoint(resumed)[0] == 2
+  assert cli.main(command + [str(resumed), '--max-steps', '3',
+                             '--resume']) == 0
+  assert [r['step'] for r in _records(resumed)] == [2, 3]
+  assert _records(resumed)[-1]['test_loss'] == _records(straight)[-1][
+      'test_loss']
+  for a, b in zip(_final_state(straight), _final_state(resumed)):
+    np.testing.assert_array_equal(a, b)
