@@ -189,12 +189,20 @@ def acme(
   ``acme`` the step is the look alone (Adam/SGD with the damped moments, with
   Nesterov momentum if asked) and the rate is fixed.
 
-  A step in which the loss, a slope, the rate or a sum over the moments is not
-  finite is rejected: the parameters stay, :math:`m` is multiplied by
-  :math:`1 - \beta_1`, the rate by :math:`\beta_1`, :math:`t` returns to 1, and
-  ``num_rejected`` grows. The authors' code exits the program in some of these
-  cases; this never does and never leaves a NaN in the state. It also rejects
-  a step whose fitted rate is not finite, which the authors' code would carry.
+  Non-finite inputs: a step in which the loss, a slope, the rate or a sum over
+  the moments is not finite is rejected: the parameters stay, :math:`m` is
+  multiplied by :math:`1 - \beta_1`, the rate by :math:`\beta_1`, :math:`t`
+  returns to 1, and ``num_rejected`` grows. A NaN or infinite entry of either
+  gradient, a NaN or infinite loss at either point, and gradients whose squares
+  overflow (entries above about 1.8e19 in float32) all end there. Moments that
+  a non-finite sum spoiled are left as they were before the step, and until a
+  step is accepted the next one starts its moments afresh from its own
+  gradient, as the first step does. The authors' code exits the program in some
+  of these cases; this never does and never leaves a NaN or an infinity in the
+  state. It also rejects a step whose fitted rate is not finite, which the
+  authors' code would carry. Each rejection multiplies the rate by
+  :math:`\beta_1`, so a long run of them (about 900 with :math:`\beta_1 = 0.9`
+  in float32) leaves a rate of zero, from which it does not recover.
 
   ``update`` needs ``value``, the loss at ``params``, and ``value_fn``, a
   function of the parameters that re-evaluates the loss on the same minibatch
@@ -322,7 +330,10 @@ def acme(
       gg = _weighted_sum(grads, grads, scale)
       root = jnp.sqrt((2 - b1**2) * gg * pp + b1**2 * pg**2)
       k = (b1 * pg - root) / (gg * (b1 - 1))
-      damping = jnp.where(k < 1, k, 1.0)
+      # k >= 0 in exact arithmetic (pg**2 <= pp * gg); a negative k comes from
+      # products that underflow when the gradient is negligible beside the
+      # momentum, where the exact k is large: no damping, as for k >= 1.
+      damping = jnp.where((k >= 0) & (k < 1), k, 1.0)
       damped = jax.tree.map(lambda g: damping * g, grads)
       mu = optax.tree.update_moment(damped, mu, b1, 1)
       if adam:
@@ -330,14 +341,22 @@ def acme(
       finite = jnp.isfinite(pg) & jnp.isfinite(pp) & jnp.isfinite(gg)
       return mu, nu, finite
 
-    first = state.count == 0
+    # The moments start from the gradient of the first step, and again at
+    # every step until one is accepted: a rejected start must not leave the
+    # next step with zero moments.
+    first = state.count == state.num_rejected
     first_mu = optax.tree.scale((1 - b1) if bias_correction else 1.0, grads0)
     mu0 = optax.tree.where(first, first_mu, state.mu)
     nu0 = None
+    start_finite = True
     if adam:
-      first_nu = jax.tree.map(
-          lambda g: jnp.full_like(g, jnp.mean(jnp.square(g))), grads0)
+      mean_squares = jax.tree.map(lambda g: jnp.mean(jnp.square(g)), grads0)
+      first_nu = jax.tree.map(jnp.full_like, grads0, mean_squares)
       nu0 = optax.tree.where(first, first_nu, state.nu)
+      # An overflowing mean square would be an infinite second moment: every
+      # later step of that leaf would be zero, with no sum to reject it.
+      start_finite = ~first | jax.tree.reduce(
+          jnp.logical_and, jax.tree.map(jnp.isfinite, mean_squares), True)
 
     direction_grads = grads0
     if asam:
@@ -355,6 +374,7 @@ def acme(
           optax.tree.add(params0, perturbation))
 
     mu1, nu1, avg_finite = average(mu0, nu0, direction_grads)
+    avg_finite = avg_finite & start_finite
     look_denominators = denominators(nu1)
     look_scale = b1 if (nesterov and not use_acme) else 1.0
     params1 = jax.tree.map(lambda p, m, d: p - lr * look_scale * m / d,
@@ -409,9 +429,9 @@ def acme(
 
     # A rejected step keeps the parameters and decays the moments as the
     # authors' code does; moments that a non-finite sum spoiled are the
-    # previous ones instead.
-    kept_mu = optax.tree.where(avg_finite, mu1, mu0)
-    kept_nu = optax.tree.where(avg_finite, nu1, nu0) if adam else None
+    # state's instead.
+    kept_mu = optax.tree.where(avg_finite, mu1, state.mu)
+    kept_nu = optax.tree.where(avg_finite, nu1, state.nu) if adam else None
     new_params = optax.tree.where(accepted, new_params, params0)
     new_state = AcmeState(
         count=optax.safe_increment(state.count),

@@ -1,4 +1,10 @@
-"""AdaDiff: Adam whose second moment also tracks the change of the gradient."""
+"""AdaDiff: Adam whose second moment also tracks the change of the gradient.
+
+Non-finite inputs are handled entry by entry, as in this library's Adam: an
+entry whose gradient is NaN or infinite, or whose squares would overflow the
+second moment, keeps its moments and its remembered gradient and gets a zero
+step, inside the same elementwise pass. The loss is not read.
+"""
 
 from typing import Any, NamedTuple
 
@@ -49,6 +55,13 @@ def scale_by_adadiff(
   :math:`u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` with :math:`v_t`
   free of :math:`\epsilon`.
 
+  Non-finite inputs: an entry where :math:`g_t^2 + (g_t - g_{t-1})^2` is not
+  finite (a NaN or infinite gradient entry, or squares that overflow: entries
+  of about 1e19 and above in float32) keeps :math:`m, v` and :math:`g_{t-1}` and gets
+  a zero update, so the next change :math:`g_t - g_{t-1}` is taken from the
+  last usable gradient; an entry whose step is not finite (``eps=0`` with
+  :math:`v = 0`) gets a zero update. ``count`` advances.
+
   Args:
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
@@ -92,14 +105,26 @@ def scale_by_adadiff(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = optax.safe_increment(state.count)
-    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    # What the second moment adds. Where it is not finite (a NaN or infinite
+    # gradient, squares that overflow) the entry is skipped: decided before the
+    # moments are updated, as a condition read from the new moments makes XLA
+    # keep a copy of the old ones.
+    increments = jax.tree.map(
+        lambda g, g_prev: jnp.square(g) + jnp.square(g - g_prev),
+        updates, state.previous_updates)
+    usable = jax.tree.map(jnp.isfinite, increments)
 
-    def second_moment(g, nu, g_prev):
-      change = g - g_prev
-      nu = b2 * nu + (1 - b2) * (jnp.square(g) + jnp.square(change))
+    def keep_unusable(new, old):
+      return jax.tree.map(jnp.where, usable, new, old)
+
+    def second_moment(increment, nu):
+      nu = b2 * nu + (1 - b2) * increment
       return nu + eps if accumulate_eps else nu
 
-    nu = jax.tree.map(second_moment, updates, state.nu, state.previous_updates)
+    mu = keep_unusable(optax.tree.update_moment(updates, state.mu, b1, 1),
+                       state.mu)
+    nu = keep_unusable(jax.tree.map(second_moment, increments, state.nu),
+                       state.nu)
     if accumulate_eps:
       step_size = jnp.sqrt(1 - b2**count) / (1 - b1**count)
       new_updates = jax.tree.map(
@@ -109,12 +134,17 @@ def scale_by_adadiff(
       nu_hat = optax.tree.bias_correction(nu, b2, count)
       new_updates = jax.tree.map(
           lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+    # A step that is not finite (eps = 0 with a zero second moment) is zero.
+    new_updates = jax.tree.map(
+        lambda ok, u: jnp.where(ok & jnp.isfinite(u), u, 0),
+        usable, new_updates)
     new_updates = optax.tree.cast_like(new_updates, updates)
     return new_updates, ScaleByAdaDiffState(
         count=count,
         mu=optax.tree.cast(mu, mu_dtype),
         nu=optax.tree.cast(nu, nu_dtype),
-        previous_updates=optax.tree.cast(updates, mu_dtype),
+        previous_updates=keep_unusable(
+            optax.tree.cast(updates, mu_dtype), state.previous_updates),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -142,6 +172,11 @@ def adadiff(
   :math:`\tilde g_t` (the L2 term is part of the remembered gradient, as in the
   authors' code). Compared with :func:`optax.adam`, the second moment grows
   where the gradient oscillates, which shortens the step there.
+
+  Non-finite inputs: an entry whose gradient is NaN or infinite, or too large
+  to square, keeps its moments, its remembered gradient and its parameter (the
+  L2 term, part of the gradient, is skipped with it); the other entries step.
+  The loss is not read.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.

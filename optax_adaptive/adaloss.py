@@ -8,6 +8,23 @@ with a :math:`1/\\sqrt{t}` step.
 
 Each method is a ``scale_by_*`` building block and an alias that chains it with
 optax's weight decay and learning rate, in the order of the authors' code.
+
+Non-finite inputs. None of these rules writes a NaN or an infinity into its
+state. What each one skips follows what its state accumulates:
+
+- AdaLoss's accumulator sums the loss: a step whose loss is not finite, or would
+  overflow the accumulator, is skipped whole (accumulator kept, zero update).
+- AdaGrad-Norm's accumulator sums squared gradients: a step (``'global'``) or an
+  output unit (``'rows'``) whose sum of squares is not finite, because of a NaN
+  or infinite gradient entry or one whose square overflows (about 1.8e19 in
+  float32 and bfloat16), is skipped (accumulator kept, zero update).
+- Every rule also gives a zero update to a gradient entry whose scaled value is
+  not finite, so a NaN entry never reaches the parameters.
+
+The L2 weight decay of the aliases is added after the scaling and does not read
+the gradient: it still applies on a skipped step. Wrap an alias in
+:func:`optax.apply_if_finite` to skip every step with any non-finite gradient
+entry instead (it reads the gradient once more).
 """
 
 from typing import Any, NamedTuple
@@ -27,9 +44,18 @@ def _default_float(value) -> jax.Array:
   return jnp.asarray(value, dtype=jnp.result_type(float))
 
 
-def _scale_tree(tree, scale):
-  """Multiplies every leaf by a scalar, keeping each leaf's dtype."""
-  return jax.tree.map(lambda x: (x * scale).astype(x.dtype), tree)
+def _scale_finite_entries(tree, scale, usable=True):
+  """Multiplies every leaf by a scalar, keeping each leaf's dtype.
+
+  Entries whose product is not finite are zero, and so is every entry where
+  `usable` (a scalar or an array that broadcasts against the leaf) is False.
+  `jnp.where` rather than a multiplication by zero: `0 * nan` is NaN.
+  """
+  def scale_leaf(x):
+    scaled = x * scale
+    return jnp.where(usable & jnp.isfinite(scaled), scaled, 0).astype(x.dtype)
+
+  return jax.tree.map(scale_leaf, tree)
 
 
 class ScaleByAdaLossState(NamedTuple):
@@ -61,9 +87,13 @@ def scale_by_adaloss(
     u_t = g_t / b_t, \qquad b_0^2 = \texttt{b0}^2.
 
   The accumulator is updated before it scales the step, as in the authors'
-  code. A non-finite loss leaves the accumulator as it was and this step's
-  updates are zero: a NaN or infinite loss would otherwise end the run with a
-  step size of zero or NaN for good.
+  code.
+
+  Non-finite inputs: a step whose loss is NaN or infinite, or would overflow
+  the accumulator, is skipped: the accumulator stays as it was and the updates
+  are zero (it would otherwise end the run with a step size of zero or NaN for
+  good). A gradient entry that is not finite gets a zero update; the others
+  step. ``count`` counts skipped steps too.
 
   Args:
     b0: initial value of :math:`b`, > 0.
@@ -110,13 +140,12 @@ def scale_by_adaloss(
       raise ValueError(
           'scale_by_adaloss needs the loss of the step: call '
           '`update(grads, state, params, value=loss)`.')
-    finite = jnp.isfinite(value)
-    increment = alpha * jnp.abs(value - c)
-    accumulator = jnp.where(
-        finite, state.accumulator + increment, state.accumulator
-    ).astype(state.accumulator.dtype)
+    accumulator = (state.accumulator + alpha * jnp.abs(value - c)).astype(
+        state.accumulator.dtype)
+    usable = jnp.isfinite(accumulator)
+    accumulator = jnp.where(usable, accumulator, state.accumulator)
     scale = jax.lax.rsqrt(accumulator)
-    updates = _scale_tree(updates, jnp.where(finite, scale, 0.0))
+    updates = _scale_finite_entries(updates, scale, usable)
     return updates, ScaleByAdaLossState(
         count=optax.safe_increment(state.count),
         accumulator=accumulator,
@@ -143,6 +172,11 @@ def adaloss(
   scale the loss, then take a torch SGD step with its own weight decay.
   The effective step size :math:`\eta_t / b_t` can be logged from the state:
   ``optax.tree.get(state, 'scale')`` is :math:`1 / b_t`.
+
+  Non-finite inputs: a NaN or infinite loss skips the gradient step (the
+  accumulator is kept); a NaN or infinite gradient entry gets no gradient step
+  while the others do. The weight decay, which reads neither, still applies.
+  See :func:`scale_by_adaloss`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule of the step.
@@ -185,6 +219,17 @@ def adaloss(
   )
 
 
+def _scale_finite(step_size: float) -> optax.GradientTransformationExtraArgs:
+  """`optax.scale` that gives a zero update to an entry that is not finite."""
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return _scale_finite_entries(updates, step_size), state
+
+  return optax.GradientTransformationExtraArgs(
+      optax.init_empty_state, update_fn)
+
+
 def sgd_constant(
     learning_rate: optax.ScalarOrSchedule,
     b0: float,
@@ -194,6 +239,10 @@ def sgd_constant(
 
   .. math::
     p_{t+1} = p_t - \eta_t \left(g_t / b_0 + \lambda p_t\right).
+
+  Non-finite inputs: a gradient entry that is not finite (or whose scaled value
+  overflows) gets no gradient step; the weight decay still applies to it. The
+  loss is not read.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -219,7 +268,7 @@ def sgd_constant(
   _validation.check_positive('b0', b0)
   _validation.check_non_negative('weight_decay', weight_decay)
   return optax.chain(
-      optax.scale(1.0 / b0),
+      _scale_finite(1.0 / b0),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
@@ -241,6 +290,9 @@ def scale_by_decay_sqrt(
     alpha: float = 1.0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Rescales updates by :math:`1 / \sqrt{b_0^2 + \alpha t}` at step :math:`t \ge 1`.
+
+  Non-finite inputs: a gradient entry whose scaled value is not finite gets a
+  zero update. The state depends on the step count alone.
 
   Args:
     b0: :math:`b_0 > 0`.
@@ -274,7 +326,7 @@ def scale_by_decay_sqrt(
     del params, extra_args
     count = optax.safe_increment(state.count)
     scale = jax.lax.rsqrt(_default_float(b0) ** 2 + alpha * count)
-    return _scale_tree(updates, scale), ScaleByDecaySqrtState(
+    return _scale_finite_entries(updates, scale), ScaleByDecaySqrtState(
         count=count, scale=scale.astype(state.scale.dtype))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -291,6 +343,9 @@ def sgd_decay_sqrt(
   .. math::
     p_{t+1} = p_t - \eta_t \left(\frac{g_t}{\sqrt{b_0^2 + \alpha t}}
       + \lambda p_t\right), \qquad t = 1, 2, \ldots
+
+  Non-finite inputs: a gradient entry that is not finite gets no gradient step;
+  the weight decay still applies to it. The loss is not read.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -367,6 +422,12 @@ def scale_by_adagrad_norm(
   output unit: the sum of squares over every other axis of that leaf. Leaves of
   rank < 2 (biases) accumulate elementwise.
 
+  Non-finite inputs: an accumulator whose new value would not be finite (a NaN
+  or infinite gradient entry, or squares that overflow: entries above about
+  1.8e19 in float32) stays as it was, and the entries it scales get a zero
+  update: the whole step with ``'global'``, that output unit with ``'rows'``.
+  ``count`` counts skipped steps too.
+
   Args:
     b0: :math:`b_0 > 0`.
     granularity: ``'global'`` or ``'rows'``.
@@ -404,6 +465,9 @@ def scale_by_adagrad_norm(
       shape = tuple(1 if a in _row_axes(p.ndim, axis) else n
                     for a, n in enumerate(p.shape))
       dtype = jnp.promote_types(p.dtype, jnp.float32)
+      if shape == p.shape:
+        # Elementwise: `full_like` keeps the parameter's sharding.
+        return jnp.full_like(p, initial, dtype)
       return jnp.full(shape, initial, dtype)
 
     return ScaleByAdaGradNormState(
@@ -416,18 +480,30 @@ def scale_by_adagrad_norm(
     if granularity == 'global':
       accumulator = state.accumulator + optax.tree.norm(updates, squared=True)
       accumulator = accumulator.astype(state.accumulator.dtype)
+      usable = jnp.isfinite(accumulator)
+      accumulator = jnp.where(usable, accumulator, state.accumulator)
       denominator = jnp.sqrt(accumulator) + eps
-      updates = _scale_tree(updates, 1.0 / denominator)
+      updates = _scale_finite_entries(updates, 1.0 / denominator, usable)
       return updates, ScaleByAdaGradNormState(count, accumulator)
 
-    def leaf_accumulate(g, acc):
+    def leaf_increment(g, acc):
       squares = jnp.square(g.astype(acc.dtype))
-      return acc + jnp.sum(squares, axis=_row_axes(g.ndim, axis), keepdims=True)
+      return jnp.sum(squares, axis=_row_axes(g.ndim, axis), keepdims=True)
 
-    accumulator = jax.tree.map(leaf_accumulate, updates, state.accumulator)
+    increments = jax.tree.map(leaf_increment, updates, state.accumulator)
+    usable = jax.tree.map(lambda acc, inc: jnp.isfinite(acc + inc),
+                          state.accumulator, increments)
+    # Adding a zero increment rather than selecting the old accumulator: under
+    # explicit sharding a select needs both sides sharded alike, and the
+    # increment takes its gradient's sharding while the initial accumulator
+    # may not.
+    accumulator = jax.tree.map(
+        lambda acc, inc, ok: acc + jnp.where(ok, inc, 0),
+        state.accumulator, increments, usable)
     updates = jax.tree.map(
-        lambda g, acc: (g / (jnp.sqrt(acc) + eps)).astype(g.dtype),
-        updates, accumulator)
+        lambda g, acc, ok: jnp.where(
+            ok, g / (jnp.sqrt(acc) + eps), 0).astype(g.dtype),
+        updates, accumulator, usable)
     return updates, ScaleByAdaGradNormState(count, accumulator)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -449,6 +525,11 @@ def adagrad_norm(
   The nearest optax built-in is :func:`optax.adagrad`, which keeps one
   accumulator per parameter instead of one per tree (``'global'``) or per
   output unit (``'rows'``); see :func:`scale_by_adagrad_norm`.
+
+  Non-finite inputs: a gradient with a NaN or infinite entry, or one whose
+  squared norm overflows, is skipped (accumulator kept, zero update): the whole
+  step with ``'global'``, the output units it touches with ``'rows'``. The loss
+  is not read.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
