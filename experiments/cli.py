@@ -6,7 +6,8 @@ default, runs them on scikit-learn's digits without data to prepare):
 
 * ``scale-free``: Adam-L2 / AdamW / AdamProx (zhenxun-zhuang/AdamW-Scale-free);
 * ``adaloss``: AdaLoss and its baselines, ``-c CONFIG.json`` in the authors'
-  layout (gail-yxie/adaloss);
+  layout (gail-yxie/adaloss); ``adaloss-table``: the paper's b0 table, every
+  method at every b0 and seed (``experiments.adaloss_table``);
 * ``acme``: ACME, Adam, ASAM, SGD (ignasi00/acme's CIFAR-100 script);
 * ``adadiff-cifar``: AdaDiff, Adam, AdaBelief, SGD (deerOfHd/AdaDiff_v1);
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import adaloss_table
 from experiments.configs import acme as acme_config
 from experiments.configs import adadiff_cifar as adadiff_config
 from experiments.configs import adaloss as adaloss_config
@@ -558,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                       'host runs; or set EXPERIMENTS_DISTRIBUTED=1)')
   commands = parser.add_subparsers(dest='command', required=True,
                                    metavar='COMMAND')
-  for add in (_add_scale_free, _add_adaloss, _add_acme, _add_adadiff_cifar,
-              _add_compare, _add_plot):
+  for add in (_add_scale_free, _add_adaloss, adaloss_table.add_parser,
+              _add_acme, _add_adadiff_cifar, _add_compare, _add_plot):
     add(commands)
   return parser
 

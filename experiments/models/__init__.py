@@ -13,6 +13,8 @@ trains each and its parameters for 10 classes:
   ``vgg16`` with BatchNorm.
 * ``wrn16_8``, ``wrn28_10``, ``wrn40_8``: Wide ResNets for ACME.
 * ``pyramidnet110_48``, ``pyramidnet272_200_bottleneck``: PyramidNets for ACME.
+* ``mlp``: one hidden layer of 256 ReLU units, the small model of the AdaLoss
+  b0 table on digits (789,258).
 
 A family's arguments may be overridden by name, so command lines map onto
 them directly: ``create_model('wrn16_8', depth=28, width=10, ...)``,
@@ -26,6 +28,7 @@ import functools
 from flax import nnx
 
 from experiments.models import densenet
+from experiments.models import mlp
 from experiments.models import pyramidnet
 from experiments.models import resnet
 from experiments.models import resnet_cifar
@@ -63,6 +66,7 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     'resnet50': resnet_imagenet.resnet50,
     'vit_s16': vit.vit_s16,
     'vit_tiny': vit.vit_tiny_test,
+    'mlp': _partial(mlp.MLP, hidden_sizes=(256,)),
 }
 
 
