@@ -1,9 +1,9 @@
 """AdaDiff: Adam whose second moment also tracks the change of the gradient.
 
 Non-finite inputs are handled entry by entry, as in this library's Adam: an
-entry whose gradient is NaN or infinite, or whose squares would overflow the
-second moment, keeps its moments and its remembered gradient and gets a zero
-step, inside the same elementwise pass. The loss is not read.
+entry whose gradient is NaN or infinite, or large enough that its squares could
+overflow the second moment, keeps its moments and its remembered gradient and
+gets a zero step, inside the same elementwise passes. The loss is not read.
 """
 
 from typing import Any, NamedTuple
@@ -55,11 +55,11 @@ def scale_by_adadiff(
   :math:`u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` with :math:`v_t`
   free of :math:`\epsilon`.
 
-  Non-finite inputs: an entry where :math:`g_t^2 + (g_t - g_{t-1})^2` is not
-  finite (a NaN or infinite gradient entry, or squares that overflow: entries
-  of about 1e19 and above in float32) keeps :math:`m, v` and :math:`g_{t-1}` and gets
-  a zero update, so the next change :math:`g_t - g_{t-1}` is taken from the
-  last usable gradient; an entry whose step is not finite (``eps=0`` with
+  Non-finite inputs: an entry whose gradient is NaN, infinite, or too large
+  for :math:`g_t^2 + (g_t - g_{t-1})^2` to be sure to stay finite
+  (:math:`|g_t| > \sqrt{\text{max}} / 3`, about 6.1e18 in float32 and
+  bfloat16) keeps :math:`m, v` and :math:`g_{t-1}` and gets a zero update, so
+  the next change :math:`g_t - g_{t-1}` is taken from the last usable gradient; an entry whose step is not finite (``eps=0`` with
   :math:`v = 0`) gets a zero update. ``count`` advances.
 
   Args:
@@ -105,26 +105,32 @@ def scale_by_adadiff(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = optax.safe_increment(state.count)
-    # What the second moment adds. Where it is not finite (a NaN or infinite
-    # gradient, squares that overflow) the entry is skipped: decided before the
-    # moments are updated, as a condition read from the new moments makes XLA
-    # keep a copy of the old ones.
-    increments = jax.tree.map(
-        lambda g, g_prev: jnp.square(g) + jnp.square(g - g_prev),
-        updates, state.previous_updates)
-    usable = jax.tree.map(jnp.isfinite, increments)
+    # An entry is usable when every square it feeds the second moment stays
+    # finite: |g| <= sqrt(max) / 3 bounds g^2 + (g - g_prev)^2 by 5/9 of the
+    # largest float, as g_prev passed the same test. A test of g alone keeps
+    # the old g_prev out of the passes that update m and the parameters.
+    usable = jax.tree.map(
+        lambda g: jnp.abs(g) <= jnp.sqrt(jnp.finfo(g.dtype).max) / 3, updates)
 
-    def keep_unusable(new, old):
-      return jax.tree.map(jnp.where, usable, new, old)
+    def first_moment(ok, g, m):
+      return jnp.where(ok, b1 * m + (1 - b1) * g, m)
 
-    def second_moment(increment, nu):
-      nu = b2 * nu + (1 - b2) * increment
-      return nu + eps if accumulate_eps else nu
+    def second_moment(ok, g, g_prev, v):
+      new = b2 * v + (1 - b2) * (jnp.square(g) + jnp.square(g - g_prev))
+      return jnp.where(ok, new + eps if accumulate_eps else new, v)
 
-    mu = keep_unusable(optax.tree.update_moment(updates, state.mu, b1, 1),
-                       state.mu)
-    nu = keep_unusable(jax.tree.map(second_moment, increments, state.nu),
-                       state.nu)
+    def remembered_gradient(ok, g, g_prev, v):
+      # `v >= 0` holds wherever `ok` does; reading the new second moment makes
+      # this write of g_prev come after its read there, so XLA overwrites the
+      # donated buffer in place instead of copying it first.
+      return jnp.where(ok & (v >= 0), g, g_prev)
+
+    mu = jax.tree.map(first_moment, usable, updates, state.mu)
+    nu = jax.tree.map(second_moment, usable, updates, state.previous_updates,
+                      state.nu)
+    previous_updates = jax.tree.map(
+        remembered_gradient, usable,
+        optax.tree.cast(updates, mu_dtype), state.previous_updates, nu)
     if accumulate_eps:
       step_size = jnp.sqrt(1 - b2**count) / (1 - b1**count)
       new_updates = jax.tree.map(
@@ -143,8 +149,7 @@ def scale_by_adadiff(
         count=count,
         mu=optax.tree.cast(mu, mu_dtype),
         nu=optax.tree.cast(nu, nu_dtype),
-        previous_updates=keep_unusable(
-            optax.tree.cast(updates, mu_dtype), state.previous_updates),
+        previous_updates=previous_updates,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
