@@ -2,130 +2,83 @@
 
 ACME evaluates the loss and gradient twice per step (three times with ASAM),
 so the floor is 2.0x a plain jitted Adam step on the same model and batch
-(3.0x with ASAM); the goal is at most 2.15x (3.2x with ASAM). The model is a
-small CIFAR-style CNN with BatchNorm, on a batch of random 32x32x3 images.
+(3.0x with ASAM); the goal is at most 2.15x (3.2x with ASAM). The model is the
+experiments' CIFAR ResNet-20 with BatchNorm (``resnet20.py``), on a batch of
+random 32x32x3 images; each program runs once per round, in alternation, and
+the ratio is the median of the round-by-round ratios.
 
     python benchmarks/acme_overhead.py            # prints the table
-    python benchmarks/acme_overhead.py --steps 50 --batch-size 256
+    python benchmarks/acme_overhead.py --rounds 10 --batch-size 256
     python benchmarks/acme_overhead.py --write    # and updates BENCHMARKS.md
 """
 
 import argparse
 import statistics
-import time
 
 import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
 
-import optax_adaptive
 import report
+import resnet20
+
+# The programs timed: name -> (key of resnet20.methods(), floor and goal).
+VARIANTS = {
+    'Adam (optax.adam, one evaluation)': ('optax.adam', ''),
+    'ACME (Adam)': ('acme', '2.0 floor, goal ≤ 2.15'),
+    'ACME (Adam) + ASAM': ('acme + ASAM', '3.0 floor, goal ≤ 3.2'),
+}
 
 
-class SmallCNN(nnx.Module):
-  """Three conv-BN-ReLU stages (16, 32, 64 channels) and a linear head."""
+def programs(batch_size: int, depth: int):
+  """One blocking step of each variant, compiled and run once."""
+  graphdef, params, batch_stats = resnet20.split_model(batch_norm=True,
+                                                       depth=depth)
+  loss = resnet20.loss_function(graphdef)
+  images, labels = resnet20.random_batch(batch_size)
+  optimizers = resnet20.methods()
+  runs = {}
+  for label, (name, _) in VARIANTS.items():
+    tx = optimizers[name]
+    step = resnet20.train_step(loss, name, tx)
+    carry = [resnet20.copy_tree(params), tx.init(params)]
 
-  def __init__(self, *, num_classes: int = 10, rngs: nnx.Rngs):
-    channels = (3, 16, 32, 64)
-    self.convs = nnx.List([
-        nnx.Conv(cin, cout, (3, 3), strides=(1 if i == 0 else 2),
-                 use_bias=False, rngs=rngs)
-        for i, (cin, cout) in enumerate(zip(channels, channels[1:]))])
-    self.norms = nnx.List([nnx.BatchNorm(c, rngs=rngs) for c in channels[1:]])
-    self.head = nnx.Linear(channels[-1], num_classes, rngs=rngs)
+    def run(step=step, carry=carry):
+      carry[0], carry[1], value, _ = step(carry[0], carry[1], batch_stats,
+                                          images, labels)
+      jax.block_until_ready((carry, value))
 
-  def __call__(self, x):
-    for conv, norm in zip(self.convs, self.norms):
-      x = jax.nn.relu(norm(conv(x)))
-    return self.head(x.mean(axis=(1, 2)))
-
-
-def make_loss(graphdef):
-  def loss_fn(params, batch_stats, images, labels):
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = model(images)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, nnx.state(model, nnx.BatchStat)
-  return loss_fn
-
-
-def adam_step(loss_fn, optimizer):
-  def step(params, opt_state, batch_stats, images, labels):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, images, labels)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, batch_stats
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def interleaved_median_seconds(steps, params, batch, num_steps, warmup=3):
-  """Median seconds per step of each variant, timed in alternation.
-
-  One step of every variant per round, so a change of load on a shared machine
-  falls on all of them alike instead of on whichever ran during it.
-  """
-  carries = {name: [jax.tree.map(jnp.copy, params), optimizer.init(params)]
-             for name, (_, optimizer) in steps.items()}
-  times = {name: [] for name in steps}
-  for round_index in range(warmup + num_steps):
-    for name, (step, _) in steps.items():
-      carry = carries[name]
-      start = time.perf_counter()
-      new_params, opt_state, loss, _ = step(carry[0], carry[1], *batch)
-      jax.block_until_ready(loss)
-      elapsed = time.perf_counter() - start
-      carry[:] = [new_params, opt_state]
-      if round_index >= warmup:
-        times[name].append(elapsed)
-  return {name: statistics.median(t) for name, t in times.items()}
+    run()
+    runs[label] = run
+  return runs, resnet20.num_params(params)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch-size', type=int, default=128)
-  parser.add_argument('--steps', type=int, default=20,
-                      help='timed steps of each variant (after 3 warm-up steps)')
+  parser.add_argument('--depth', type=int, default=20,
+                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
+  parser.add_argument('--rounds', type=int, default=20,
+                      help='timed steps of each variant, one per round')
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')
   args = parser.parse_args()
 
-  model = SmallCNN(rngs=nnx.Rngs(0))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  loss_fn = make_loss(graphdef)
-  keys = jax.random.split(jax.random.key(1))
-  images = jax.random.normal(keys[0], (args.batch_size, 32, 32, 3))
-  labels = jax.random.randint(keys[1], (args.batch_size,), 0, 10)
-  batch = (batch_stats, images, labels)
-
-  adam = optax.adam(1e-3)
-  variants = {
-      'Adam (optax.adam, one evaluation)': (adam_step(loss_fn, adam), adam),
-  }
-  for name, kwargs in [('ACME (Adam)', {}), ('ACME (Adam) + ASAM', {'asam': True})]:
-    optimizer = optax_adaptive.acme(1e-3, **kwargs)
-    variants[name] = (optax_adaptive.acme_step(loss_fn, optimizer, has_aux=True),
-                      optimizer)
-
-  times = interleaved_median_seconds(variants, params, batch, args.steps)
-  for name, seconds in times.items():
-    print(f'{name:36s} {1e3 * seconds:8.2f} ms', flush=True)
-
-  base = times['Adam (optax.adam, one evaluation)']
-  goals = {'ACME (Adam)': '2.0 floor, goal ≤ 2.15',
-           'ACME (Adam) + ASAM': '3.0 floor, goal ≤ 3.2'}
+  runs, num_params = programs(args.batch_size, args.depth)
+  samples = report.time_alternately(runs, rounds=args.rounds, warmup=2)
+  adam = samples['Adam (optax.adam, one evaluation)']
   lines = [
       f'Device: {report.machine_description()}.',
-      f'Model: a 3-stage conv-BN-ReLU CNN ({sum(x.size for x in jax.tree.leaves(params)):,}'
-      f' parameters), batch {args.batch_size} of 32x32x3, median of '
-      f'{args.steps} jitted, donated steps of each, timed in alternation.',
+      f'Model: CIFAR ResNet-{args.depth} with BatchNorm ({num_params:,} '
+      f'parameters), batch {args.batch_size} of 32x32x3; median of '
+      f'{args.rounds} jitted, donated steps of each, timed in alternation; '
+      '"vs Adam" is the median of the round-by-round ratios.',
       '',
       '| step | ms / step | vs Adam | floor and goal |',
       '| --- | ---: | ---: | --- |',
   ]
-  for name, seconds in times.items():
-    lines.append(f'| {name} | {1e3 * seconds:.1f} | {seconds / base:.2f} '
-                 f'| {goals.get(name, "")} |')
+  for label, (_, goal) in VARIANTS.items():
+    lines.append(
+        f'| {label} | {1e3 * statistics.median(samples[label]):.1f} '
+        f'| {report.paired_ratio(samples[label], adam):.2f} | {goal} |')
   table = '\n'.join(lines)
   print(table)
   if args.write:

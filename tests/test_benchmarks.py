@@ -1,0 +1,105 @@
+"""The benchmark scripts' pieces, at toy sizes: they measure what they say.
+
+Nothing here is timed; the scripts' own runs produce BENCHMARKS.md.
+"""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'benchmarks'))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import end_to_end
+import report
+import resnet20
+import scaling
+import update_cost
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+  path = tmp_path / 'BENCHMARKS.md'
+  path.write_text('# Benchmarks\n\nintro\n')
+  report.write_section('a', 'first', path)
+  report.write_section('b', 'second', path)
+  report.write_section('a', 'third', path)
+  text = path.read_text()
+  assert text.startswith('# Benchmarks\n\nintro\n')
+  assert '<!-- begin a -->\nthird\n<!-- end a -->' in text
+  assert '<!-- begin b -->\nsecond\n<!-- end b -->' in text
+  assert 'first' not in text
+
+
+def test_time_alternately_calls_every_program_once_per_round():
+  calls = []
+  samples = report.time_alternately(
+      {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
+      rounds=3, warmup=1)
+  assert calls == ['a', 'b'] * 4
+  assert {name: len(times) for name, times in samples.items()} == {
+      'a': 3, 'b': 3}
+  assert report.paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_update_cost_counts_the_compiled_traffic_and_the_state():
+  params = {'w': jnp.zeros((256, 128)), 'b': jnp.zeros(128)}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+  buffer_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+  sgd = update_cost.compile_step(optax.sgd(0.1), params, grads)
+  adam = update_cost.compile_step(optax.adam(1e-3), params, grads)
+  sgd.run()
+  adam.run()
+  # At least what one fused pass moves: g and p read, p written (+ m, v).
+  assert sgd.traffic_bytes >= 3 * buffer_bytes
+  assert adam.traffic_bytes >= 7 * buffer_bytes
+  assert sgd.state_bytes == 0
+  assert adam.state_bytes >= 2 * buffer_bytes
+
+
+def test_every_method_of_the_update_cost_table_compiles():
+  params = {'w': jnp.zeros((8, 4)), 'b': jnp.zeros(4)}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+  for tx, buffers in update_cost.methods().values():
+    assert buffers >= 3
+    update_cost.compile_step(tx, params, grads).run()
+
+
+def test_sharded_spec_picks_the_largest_divisible_axis():
+  P = jax.sharding.PartitionSpec
+  assert scaling.sharded_spec((3, 3, 16, 64), 8) == P(None, None, None, 'data')
+  assert scaling.sharded_spec((64, 10), 2) == P('data', None)
+  assert scaling.sharded_spec((10,), 4) == P()
+  assert scaling.sharded_spec((16,), 1) == P()
+
+
+def test_every_timed_method_has_a_pytorch_counterpart():
+  assert set(end_to_end.TORCH_COUNTERPARTS) == set(resnet20.methods())
+
+
+@pytest.mark.parametrize('batch_norm', [True, False])
+def test_the_pytorch_resnet_is_the_jax_one(batch_norm):
+  torch_reference = pytest.importorskip('torch_reference')
+  _, params, _ = resnet20.split_model(batch_norm=batch_norm)
+  model = torch_reference.CifarResNet(20, batch_norm=batch_norm)
+  assert resnet20.num_params(params) == sum(
+      p.numel() for p in model.parameters())
+
+
+def test_the_end_to_end_programs_run():
+  programs, info = end_to_end.jax_steps(
+      batch_norm=True, methods=['optax.adam', 'acme'], batch_size=8, depth=8)
+  assert set(programs) == {'optax.adam', 'acme'}
+  for run in programs.values():
+    run()
+  assert info['platform'] == jax.devices()[0].platform
+  pytest.importorskip('torch')
+  programs, info = end_to_end.torch_steps(
+      batch_norm=True, rules=[('adadiff', 1), ('adam', 2)], batch_size=8,
+      depth=8)
+  assert len(programs) == 2
+  for run in programs.values():
+    run()
