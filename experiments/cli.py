@@ -22,6 +22,12 @@ Every training command also takes ``--workdir``, ``--resume``, ``--max-steps``,
 ``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``. On
 several hosts, add ``--distributed`` (or set ``EXPERIMENTS_DISTRIBUTED=1``)
 to call ``jax.distributed.initialize()`` first.
+
+A command refused for its input (an unknown name, a configuration file with
+a typo or that is not JSON, a missing or damaged dataset, a working directory
+whose checkpoints it would overwrite or that holds a run of other settings, a
+checkpoint that cannot be restored) prints one message and exits with status
+2 before it writes anything.
 """
 
 import argparse
@@ -324,12 +330,17 @@ def _compare(args) -> int:
   workdir = pathlib.Path(args.workdir)
   started = time.perf_counter()
   results = {}
-  for name in args.optimizers:
-    config = compare_config.get_config(
-        name, model=args.model, num_epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
-        resume=args.resume, progress_bar=not args.no_progress)
+  configs = {
+      name: compare_config.get_config(
+          name, model=args.model, num_epochs=args.epochs,
+          batch_size=args.batch_size,
+          max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
+          resume=args.resume, progress_bar=not args.no_progress)
+      for name in args.optimizers}
+  for config in configs.values():
+    # All of them, before a run of an earlier comparison is deleted below.
+    train.check_config(config)
+  for name, config in configs.items():
     run_dir = workdir / name
     if not args.resume and (run_dir / 'config.json').exists():
       shutil.rmtree(run_dir)  # a previous comparison's run: start over
@@ -567,7 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs a command; returns the exit status (2 for a refused input)."""
+  """Runs a command; returns the exit status.
+
+  Args:
+    argv: the command line after ``python -m experiments`` (default:
+      ``sys.argv[1:]``).
+
+  Returns:
+    0 on success; 2 for a refused input (argparse's usage errors included),
+    after one message on stderr: a training run refused for its input has
+    written nothing.
+  """
   args = build_parser().parse_args(argv)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)

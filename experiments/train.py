@@ -28,6 +28,7 @@ A run writes into its working directory:
 """
 
 import dataclasses
+import difflib
 import functools
 import json
 import logging
@@ -80,19 +81,29 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be restored; the message names it."""
 
 
+def _unknown(kind: str, name: str, known) -> ValueError:
+  close = difflib.get_close_matches(name, known, n=1)
+  hint = f' (did you mean {close[0]!r}?)' if close else ''
+  return ValueError(f'Unknown {kind} {name!r}{hint}; choose one of '
+                    f'{", ".join(known)}.')
+
+
 def check_config(config: Config) -> None:
-  """Refuses an unknown model, optimizer or dataset before any work is done."""
+  """Refuses an unknown model, optimizer or dataset before any work is done.
+
+  Raises:
+    ValueError: naming the unknown name, the closest known one and the
+      choices.
+  """
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
     known = pretrained.ARCHITECTURES
   else:
     known = models.MODELS
   if config.model not in known:
-    raise ValueError(f'Unknown model {config.model!r}; choose one of '
-                     f'{", ".join(sorted(known))}.')
+    raise _unknown('model', config.model, sorted(known))
   if config.optimizer not in optimizers.METHODS:
-    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
-                     f'{", ".join(optimizers.METHODS)}.')
+    raise _unknown('optimizer', config.optimizer, list(optimizers.METHODS))
   input_pipeline.dataset_info(config.dataset)
 
 
@@ -542,6 +553,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       ``config.resume`` False, or a resumed `workdir` whose ``config.json``
       has other settings than `config` (but for
       ``configs.default.RUN_CONTROLS``).
+    experiments.input_pipeline.DatasetNotFoundError: a dataset that is not
+      prepared, before anything is written.
+    experiments.input_pipeline.DatasetCorruptError: a dataset whose files
+      cannot be read, before anything is written.
     CheckpointError: the latest checkpoint cannot be restored; nothing is
       written.
   """
@@ -555,6 +570,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   batch_sharding = NamedSharding(mesh, P('data'))
 
   train_batches = _train_batches(config)
+  for split in config.eval_splits:
+    # Read now (and kept in memory for the evaluations), so that a missing
+    # or damaged split stops the run before it writes anything.
+    input_pipeline.read_split(config.dataset, split, config.data_dir)
   full_epoch = train_batches.steps_per_epoch
   num_steps_per_epoch = min(full_epoch, config.max_steps_per_epoch or full_epoch)
   graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
