@@ -234,3 +234,34 @@ def test_the_process_prints_one_line_and_exits_with_status_2(tmp_path):
       f"error: {config}: unknown key 'optimizer.args.weight_decy'; did you "
       "mean 'optimizer.args.weight_decay'?\n")
   assert not (tmp_path / 'run').exists()
+
+
+def test_distributed_flags_reach_jax_distributed_initialize(monkeypatch,
+                                                            capsys):
+  import jax  # pylint: disable=g-import-not-at-top
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize',
+                      lambda **kwargs: calls.append(kwargs))
+  # `plot` of nothing: refused once JAX's distributed runtime is set up.
+  assert cli.main(['--coordinator-address', '10.0.0.1:1234',
+                   '--num-processes', '2', '--process-id', '1', 'plot',
+                   'missing']) == 2
+  assert calls == [{'coordinator_address': '10.0.0.1:1234',
+                    'num_processes': 2, 'process_id': 1}]
+  assert 'Nothing to plot' in capsys.readouterr().err
+
+
+def test_distributed_without_a_cluster_says_which_flags_to_give(
+    monkeypatch, capsys):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  def no_cluster(**kwargs):
+    del kwargs
+    raise ValueError('Number of processes must be defined.')
+
+  monkeypatch.setattr(jax.distributed, 'initialize', no_cluster)
+  err = _refused(['--distributed', 'plot', 'missing'], capsys)
+  assert err == (
+      'error: jax.distributed.initialize(): Number of processes must be '
+      'defined. Outside Cloud TPU, Slurm and Open MPI, give '
+      '--coordinator-address, --num-processes and --process-id.\n')
