@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from experiments.configs import adaloss as adaloss_config
+from experiments.configs import default
 from experiments.configs.default import Config
 
 # The methods of the table, in the paper's order, with the paper's names.
@@ -60,10 +61,6 @@ PAPER_WEIGHTS = {
 # `configs.adaloss`, by the names of `experiments.models`.
 _AUTHORS_MODELS = {model: authors for authors, (model, _) in
                    adaloss_config.MODELS.items()}
-# Config fields that steer a run but not its result: a folder whose run
-# differs from the grid's only in these is the grid's run.
-_RUN_CONTROLS = ('resume', 'progress_bar', 'max_steps',
-                 'checkpoint_every_steps', 'data_dir')
 
 # Final test accuracy of each seed's run of a cell, None where it diverged.
 Results = dict[tuple[str, float], list[float | None]]
@@ -181,10 +178,6 @@ def _read_history(folder: pathlib.Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in config.items() if k not in _RUN_CONTROLS}
-
-
 def finished_history(folder: pathlib.Path,
                      config: Config) -> list[dict[str, Any]] | None:
   """The records of the finished run of `config` in `folder`, or None.
@@ -203,11 +196,9 @@ def finished_history(folder: pathlib.Path,
   config_path = folder / 'config.json'
   if not config_path.exists():
     return None
-  saved = _settings(json.loads(config_path.read_text()))
-  wanted = _settings(json.loads(json.dumps(config.to_json())))
-  if saved != wanted:
-    changed = sorted(k for k in saved.keys() | wanted.keys()
-                     if saved.get(k) != wanted.get(k))
+  changed = default.changed_settings(json.loads(config_path.read_text()),
+                                     config)
+  if changed:
     raise ValueError(
         f'{folder} holds a run with other settings ({", ".join(changed)}): '
         'choose another --workdir, or delete it to run it again.')

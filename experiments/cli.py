@@ -20,8 +20,17 @@ and two of its own:
 
 Every training command also takes ``--workdir``, ``--resume``, ``--max-steps``,
 ``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``. On
-several hosts, add ``--distributed`` (or set ``EXPERIMENTS_DISTRIBUTED=1``)
-to call ``jax.distributed.initialize()`` first.
+several hosts, run the same command on every host with ``--distributed`` (or
+``EXPERIMENTS_DISTRIBUTED=1``) before the command's name, which calls
+``jax.distributed.initialize()`` first: on Cloud TPU, Slurm and Open MPI
+JAX finds the other processes; elsewhere give ``--coordinator-address``,
+``--num-processes`` and ``--process-id``.
+
+A command refused for its input (an unknown name, a configuration file with
+a typo or that is not JSON, a missing or damaged dataset, a working directory
+whose checkpoints it would overwrite or that holds a run of other settings, a
+checkpoint that cannot be restored) prints one message and exits with status
+2 before it writes anything.
 """
 
 import argparse
@@ -324,12 +333,17 @@ def _compare(args) -> int:
   workdir = pathlib.Path(args.workdir)
   started = time.perf_counter()
   results = {}
-  for name in args.optimizers:
-    config = compare_config.get_config(
-        name, model=args.model, num_epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
-        resume=args.resume, progress_bar=not args.no_progress)
+  configs = {
+      name: compare_config.get_config(
+          name, model=args.model, num_epochs=args.epochs,
+          batch_size=args.batch_size,
+          max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
+          resume=args.resume, progress_bar=not args.no_progress)
+      for name in args.optimizers}
+  for config in configs.values():
+    # All of them, before a run of an earlier comparison is deleted below.
+    train.check_config(config)
+  for name, config in configs.items():
     run_dir = workdir / name
     if not args.resume and (run_dir / 'config.json').exists():
       shutil.rmtree(run_dir)  # a previous comparison's run: start over
@@ -555,9 +569,20 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m experiments', allow_abbrev=False,
       description='Reproduce the papers of optax_adaptive.')
-  parser.add_argument('--distributed', action='store_true',
-                      help='call jax.distributed.initialize() first (multi-'
-                      'host runs; or set EXPERIMENTS_DISTRIBUTED=1)')
+  hosts = parser.add_argument_group(
+      'several hosts', 'the same command on every host, these flags before '
+      'COMMAND; on Cloud TPU, Slurm and Open MPI, --distributed alone')
+  hosts.add_argument('--distributed', action='store_true',
+                     help='call jax.distributed.initialize() first (or set '
+                     'EXPERIMENTS_DISTRIBUTED=1)')
+  hosts.add_argument('--coordinator-address', default=None,
+                     metavar='HOST:PORT',
+                     help='process 0\'s address and a free port, the same '
+                     'on every host (or JAX_COORDINATOR_ADDRESS)')
+  hosts.add_argument('--num-processes', type=int, default=None, metavar='N',
+                     help='the number of processes')
+  hosts.add_argument('--process-id', type=int, default=None, metavar='INDEX',
+                     help='this process\'s index, 0 to --num-processes - 1')
   commands = parser.add_subparsers(dest='command', required=True,
                                    metavar='COMMAND')
   for add in (_add_scale_free, _add_adaloss, adaloss_table.add_parser,
@@ -566,15 +591,39 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _initialize_distributed(args) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes,
+                               process_id=args.process_id)
+  except ValueError as error:
+    raise ValueError(
+        f'jax.distributed.initialize(): {error} Outside Cloud TPU, Slurm '
+        'and Open MPI, give --coordinator-address, '
+        '--num-processes and --process-id.') from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs a command; returns the exit status (2 for a refused input)."""
+  """Runs a command; returns the exit status.
+
+  Args:
+    argv: the command line after ``python -m experiments`` (default:
+      ``sys.argv[1:]``).
+
+  Returns:
+    0 on success; 2 for a refused input (argparse's usage errors included),
+    after one message on stderr: a training run refused for its input has
+    written nothing.
+  """
   args = build_parser().parse_args(argv)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)
-  if args.distributed or os.environ.get('EXPERIMENTS_DISTRIBUTED') == '1':
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
   try:
+    if (args.distributed or os.environ.get('EXPERIMENTS_DISTRIBUTED') == '1'
+        or args.coordinator_address or args.num_processes is not None
+        or args.process_id is not None):
+      _initialize_distributed(args)
     return args.handler(args)
   except (ValueError, FileNotFoundError) as error:
     print(f'error: {error}', file=sys.stderr)

@@ -88,6 +88,11 @@ class DatasetNotFoundError(FileNotFoundError):
   """A dataset that is not prepared; the message says how to prepare it."""
 
 
+class DatasetCorruptError(ValueError):
+  """A prepared dataset whose files cannot be read; the message says how to
+  prepare it again."""
+
+
 class DatasetInfo(NamedTuple):
   """What a model and a training loop need to know about a dataset."""
   num_classes: int
@@ -186,29 +191,44 @@ def _digits() -> tuple[StoredSplit, StoredSplit]:
           StoredSplit(images[test], labels[test]))
 
 
+def _corrupt(name: str, data_dir: str | None,
+             error: Exception) -> DatasetCorruptError:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  root = data_dir or tfds.core.constants.DATA_DIR
+  reason = (str(error).strip().splitlines() or [''])[0]
+  command = PREPARE_COMMAND.format(name=name, data_dir=root)
+  return DatasetCorruptError(
+      f'{name} in {root} cannot be read ({type(error).__name__}: {reason}). '
+      f'Prepare it again with:\n  {command} --overwrite')
+
+
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  """`tfds.data_source`, or one clear error if the dataset is not prepared."""
+  """`tfds.data_source`, or one clear error if the dataset is not readable."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir,
                             download=False)
   # TFDS raises NotImplementedError, KeyError or FileNotFoundError for a
-  # dataset that is not there, depending on what the folder holds.
+  # dataset that is not there, depending on what the folder holds, and
+  # parsing errors for damaged metadata.
   except Exception as error:  # pylint: disable=broad-exception-caught
+    opening_error = error
+  try:
     builder = tfds.builder(name, data_dir=data_dir)
-    if (builder.is_prepared() and
-        builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD):
-      raise  # there, yet unreadable: TFDS's error says why
-    root = builder.data_dir_root
-    command = PREPARE_COMMAND.format(name=name, data_dir=root)
-    if builder.is_prepared():
-      raise DatasetNotFoundError(
-          f'{name} in {root} is prepared as {builder.info.file_format.value} '
-          f'files, which tfds.data_source cannot read. Prepare it as '
-          f'ArrayRecord files with:\n  {command} --overwrite') from error
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    raise _corrupt(name, data_dir, error) from error
+  command = PREPARE_COMMAND.format(name=name, data_dir=builder.data_dir_root)
+  if not builder.is_prepared():
     raise DatasetNotFoundError(
-        f'{name} is not prepared in {root}. Prepare it once with:\n'
-        f'  {command}') from error
+        f'{name} is not prepared in {builder.data_dir_root}. Prepare it once '
+        f'with:\n  {command}') from opening_error
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DatasetNotFoundError(
+        f'{name} in {builder.data_dir_root} is prepared as '
+        f'{builder.info.file_format.value} files, which tfds.data_source '
+        f'cannot read. Prepare it as ArrayRecord files with:\n  {command} '
+        '--overwrite') from opening_error
+  raise _corrupt(name, data_dir, opening_error) from opening_error
 
 
 _TFDS_CACHE: dict[tuple[Any, ...], StoredSplit] = {}
@@ -220,7 +240,12 @@ def _read_tfds(name: str, split: str, data_dir: str | None) -> StoredSplit:
   key = (name, split, str(source.dataset_info.data_dir), len(source))
   if key not in _TFDS_CACHE:
     logging.info('Reading %d records of %s/%s.', len(source), name, split)
-    records = [source[i] for i in range(len(source))]
+    try:
+      records = [source[i] for i in range(len(source))]
+    # ArrayRecord raises RuntimeError for a damaged file, protobuf a
+    # DecodeError for a damaged record.
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      raise _corrupt(name, data_dir, error) from error
     _TFDS_CACHE[key] = StoredSplit(
         np.stack([record['image'] for record in records]),
         np.array([record['label'] for record in records], np.int32))
@@ -248,6 +273,7 @@ def read_split(dataset: str, split: str,
   Raises:
     ValueError: an unknown dataset or split.
     DatasetNotFoundError: CIFAR is not prepared in ``data_dir``.
+    DatasetCorruptError: its files in ``data_dir`` cannot be read.
   """
   info = dataset_info(dataset)
   if split not in info.num_examples:
@@ -487,6 +513,8 @@ def create_split(
       divide over the hosts or exceeds a training split.
     DatasetNotFoundError: CIFAR is not prepared in ``data_dir``; the message
       gives the command that prepares it.
+    DatasetCorruptError: its files in ``data_dir`` cannot be read; the
+      message gives the command that prepares them again.
   """
   arrays = read_split(dataset, split, data_dir)
   shard = shard_options or grain.sharding.ShardByJaxProcess()

@@ -28,9 +28,11 @@ A run writes into its working directory:
 """
 
 import dataclasses
+import difflib
 import functools
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -51,6 +53,7 @@ from jax.sharding import PartitionSpec as P
 from experiments import input_pipeline
 from experiments import models
 from experiments import optimizers
+from experiments.configs import default as default_config
 from experiments.configs.default import Config
 
 _LOG = logging.getLogger(__name__)
@@ -74,19 +77,33 @@ class TrainState:
   opt_state: optax.OptState
 
 
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be restored; the message names it."""
+
+
+def _unknown(kind: str, name: str, known) -> ValueError:
+  close = difflib.get_close_matches(name, known, n=1)
+  hint = f' (did you mean {close[0]!r}?)' if close else ''
+  return ValueError(f'Unknown {kind} {name!r}{hint}; choose one of '
+                    f'{", ".join(known)}.')
+
+
 def check_config(config: Config) -> None:
-  """Refuses an unknown model, optimizer or dataset before any work is done."""
+  """Refuses an unknown model, optimizer or dataset before any work is done.
+
+  Raises:
+    ValueError: naming the unknown name, the closest known one and the
+      choices.
+  """
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
     known = pretrained.ARCHITECTURES
   else:
     known = models.MODELS
   if config.model not in known:
-    raise ValueError(f'Unknown model {config.model!r}; choose one of '
-                     f'{", ".join(sorted(known))}.')
+    raise _unknown('model', config.model, sorted(known))
   if config.optimizer not in optimizers.METHODS:
-    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
-                     f'{", ".join(optimizers.METHODS)}.')
+    raise _unknown('optimizer', config.optimizer, list(optimizers.METHODS))
   input_pipeline.dataset_info(config.dataset)
 
 
@@ -284,40 +301,115 @@ class _Progress:
   data: dict[str, Any] = dataclasses.field(default_factory=dict)  # iterator
 
 
+def _summary(error: Exception, length: int = 200) -> str:
+  """The type and the start of `error`'s message, on one line."""
+  text = ' '.join(str(error).split())
+  if len(text) > length:
+    text = text[:length] + ' ...'
+  return f'{type(error).__name__}: {text}'
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+  """Replaces `path` by `text` whole: a process killed meanwhile leaves the
+  old file or the new one, never a part."""
+  partial = path.with_name(path.name + '.partial')
+  partial.write_text(text)
+  os.replace(partial, path)
+
+
 class _Run:
-  """The files of a run in its working directory."""
+  """The files of a run in its working directory.
+
+  Opening a run only reads: it refuses a folder that has checkpoints unless
+  the run resumes, and a resumed run whose settings are not those of the
+  folder's ``config.json``. Nothing is written before :meth:`start`.
+  """
 
   def __init__(self, config: Config, workdir: pathlib.Path):
     self.workdir = workdir
     self.is_chief = jax.process_index() == 0
-    self.checkpoints = ocp.CheckpointManager(
-        (workdir / 'checkpoints').absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=_CHECKPOINTS_KEPT))
-    if self.checkpoints.latest_step() is not None and not config.resume:
-      self.checkpoints.close()
-      raise ValueError(
-          f'{workdir} already has checkpoints: resume from them (--resume) or '
-          'choose another working directory.')
+    self.config_path = workdir / 'config.json'
     self.metrics_path = workdir / 'metrics.jsonl'
     self.writer = None
-    if self.is_chief:
-      workdir.mkdir(parents=True, exist_ok=True)
-      (workdir / 'config.json').write_text(
-          json.dumps(config.to_json(), indent=2) + '\n')
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.writer = SummaryWriter(str(workdir / 'tensorboard'))
+    # A resumed run removes what a process killed mid-save left: Orbax
+    # writes a checkpoint into a temporary folder and renames it when
+    # complete, so such folders are never restored, only in the way.
+    self.checkpoints = ocp.CheckpointManager(
+        (workdir / 'checkpoints').absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=_CHECKPOINTS_KEPT,
+            cleanup_tmp_directories=config.resume))
+    try:
+      if self.checkpoints.latest_step() is not None:
+        self._check_resumable(config)
+    except ValueError:
+      self.checkpoints.close()
+      raise
 
-  def history(self, up_to_step: int) -> list[dict[str, Any]]:
-    """The records up to a checkpoint's step; later ones are dropped."""
-    if not self.metrics_path.exists():
-      records = []
-    else:
-      records = [json.loads(line) for line in
-                 self.metrics_path.read_text().splitlines() if line]
-      records = [r for r in records if r['step'] <= up_to_step]
+  def _check_resumable(self, config: Config) -> None:
+    if not config.resume:
+      raise ValueError(
+          f'{self.workdir} already has checkpoints: resume from them '
+          '(--resume) or choose another working directory.')
+    if not self.config_path.exists():
+      return
+    try:
+      saved = json.loads(self.config_path.read_text())
+    except json.JSONDecodeError as error:
+      raise ValueError(f'Cannot read {self.config_path}: {error}.') from None
+    changed = default_config.changed_settings(saved, config)
+    if changed:
+      raise ValueError(
+          f'{self.workdir} holds a run with other settings '
+          f'({", ".join(changed)}): resume it with its own settings, or '
+          'choose another working directory.')
+
+  def restore(self, state: TrainState) -> tuple[TrainState, _Progress]:
+    """The latest checkpoint, into the structure of `state`.
+
+    Raises:
+      CheckpointError: naming the checkpoint, if it cannot be restored.
+    """
+    step = self.checkpoints.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            _keys_as_data(state))
+    try:
+      restored = self.checkpoints.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          progress=ocp.args.JsonRestore()))
+    # Orbax and TensorStore raise many kinds of errors for damaged files.
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      self.checkpoints.close()
+      folder = self.checkpoints.directory
+      raise CheckpointError(
+          f'Cannot restore the checkpoint of step {step} in {folder} '
+          f'({_summary(error)}). If it is damaged, move '
+          f'{folder / str(step)} out of {folder} to resume from the one '
+          'before.') from error
+    return (_keys_from_data(state, restored.state),
+            _Progress(**restored.progress))
+
+  def start(self, config: Config, step: int) -> list[dict[str, Any]]:
+    """Writes `config` and opens the outputs of a run at `step`.
+
+    Returns:
+      The metrics records up to `step`, those of a resumed run's earlier
+      part; the later ones, written after its last checkpoint, are dropped.
+    """
+    records = []
+    if self.metrics_path.exists():
+      # A line cut short by a killed process is after the last checkpoint.
+      lines = self.metrics_path.read_text().split('\n')[:-1]
+      records = [json.loads(line) for line in lines if line]
+      records = [r for r in records if r['step'] <= step]
     if self.is_chief:
-      self.metrics_path.write_text(
-          ''.join(json.dumps(r) + '\n' for r in records))
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      _write_atomically(self.config_path,
+                        json.dumps(config.to_json(), indent=2) + '\n')
+      _write_atomically(self.metrics_path,
+                        ''.join(json.dumps(r) + '\n' for r in records))
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.writer = SummaryWriter(str(self.workdir / 'tensorboard'))
     return records
 
   def write(self, record: dict[str, Any]) -> None:
@@ -338,16 +430,6 @@ class _Run:
             state=ocp.args.StandardSave(_keys_as_data(state)),
             progress=ocp.args.JsonSave(saved)),
         force=True)
-
-  def restore(self, state: TrainState) -> tuple[TrainState, _Progress]:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            _keys_as_data(state))
-    restored = self.checkpoints.restore(
-        self.checkpoints.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            progress=ocp.args.JsonRestore()))
-    return (_keys_from_data(state, restored.state),
-            _Progress(**restored.progress))
 
   def save_stats(self, stats, step: int, epoch: int, learning_rate: float):
     if not self.is_chief:
@@ -465,9 +547,18 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     part included.
 
   Raises:
-    ValueError: for a configuration that does not fit (an unknown model,
-      optimizer or split, a batch that does not divide over the devices), or
-      a `workdir` with checkpoints and ``config.resume`` False.
+    ValueError: before anything is written, for a configuration that does
+      not fit (an unknown model, optimizer or split, a batch that does not
+      divide over the devices), a `workdir` with checkpoints and
+      ``config.resume`` False, or a resumed `workdir` whose ``config.json``
+      has other settings than `config` (but for
+      ``configs.default.RUN_CONTROLS``).
+    experiments.input_pipeline.DatasetNotFoundError: a dataset that is not
+      prepared, before anything is written.
+    experiments.input_pipeline.DatasetCorruptError: a dataset whose files
+      cannot be read, before anything is written.
+    CheckpointError: the latest checkpoint cannot be restored; nothing is
+      written.
   """
   check_config(config)
   workdir = pathlib.Path(workdir)
@@ -479,6 +570,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   batch_sharding = NamedSharding(mesh, P('data'))
 
   train_batches = _train_batches(config)
+  for split in config.eval_splits:
+    # Read now (and kept in memory for the evaluations), so that a missing
+    # or damaged split stops the run before it writes anything.
+    input_pipeline.read_split(config.dataset, split, config.data_dir)
   full_epoch = train_batches.steps_per_epoch
   num_steps_per_epoch = min(full_epoch, config.max_steps_per_epoch or full_epoch)
   graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
@@ -489,7 +584,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     if progress.data:
       train_batches.set_state(progress.data)
     _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
-  history = run.history(int(state.step))
+  history = run.start(config, int(state.step))
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
 

@@ -3,9 +3,10 @@
 The authors' ``train.py`` (gail-yxie/adaloss) reads a JSON configuration
 (``-c``) whose ``train_loss`` and ``optimizer`` sections pick the method, and
 lets flags override some of its entries. :func:`read_authors_config` reads
-that layout; :func:`get_config` maps the values to a run. The four JSON files
-beside this module (``configs/adaloss/*.json``) are the paper's four methods
-in that layout.
+that layout, and refuses a key outside it (naming the closest one) rather
+than ignore a typo; :func:`get_config` maps the values to a run. The four
+JSON files beside this module (``configs/adaloss/*.json``) are the paper's
+four methods in that layout.
 
 =================== ================= ==============================
 ``train_loss.type`` ``optimizer.type`` method
@@ -18,8 +19,10 @@ in that layout.
 =================== ================= ==============================
 """
 
+import difflib
 import json
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 from experiments.configs.default import Config
@@ -34,6 +37,82 @@ _METHODS = {('AdaLoss', 'SGD'): 'adaloss',
             ('PlainLossSqrt', 'SGD'): 'sgd_decay_sqrt',
             ('CrossEntropy', 'Adagradnorm'): 'adagrad_norm',
             ('CrossEntropy', 'SGD'): 'sgd'}
+_SCHEDULERS = ('StepLR',)
+
+_NUMBER = (int, float)
+# Every key of the authors' configurations, with the type of its value where
+# a run reads it and None where it is accepted and ignored (what steers
+# PyTorch, logging, the authors' file layout): a key outside this layout is a
+# typo, and is refused.
+_LAYOUT = {
+    'name': str,
+    'n_gpu': None,
+    'seed': int,
+    'arch': {'type': str, 'args': {'num_classes': None}},
+    'num_classes': None,
+    'data_loader': {
+        'type': None,
+        'args': {'data_dir': None, 'batch_size': int, 'shuffle': None,
+                 'validation_split': None, 'num_workers': None,
+                 'pin_memory': None},
+    },
+    'optimizer': {
+        'type': str,
+        'args': {'lr': _NUMBER, 'momentum': _NUMBER, 'weight_decay': _NUMBER,
+                 'initial_accumulator_value': _NUMBER},
+    },
+    'train_loss': {
+        'type': str,
+        'args': {'alpha': _NUMBER, 'b0': _NUMBER, 'cc': _NUMBER, 'beta': None},
+    },
+    'val_loss': None,
+    'metrics': None,
+    'lr_scheduler': {'type': str,
+                     'args': {'step_size': int, 'gamma': _NUMBER}},
+    'trainer': {'epochs': int, 'alg': None, 'save_dir': None,
+                'save_period': None, 'verbosity': None, 'label_dir': None,
+                'monitor': None, 'early_stop': None, 'tensorboard': None,
+                'mlflow': None},
+}
+_REQUIRED = ('arch.type', 'data_loader.args.batch_size', 'optimizer.type',
+             'optimizer.args.lr', 'train_loss.type', 'trainer.epochs')
+
+
+def _closest(word: str, choices) -> str | None:
+  close = difflib.get_close_matches(str(word), list(choices), n=1)
+  return close[0] if close else None
+
+
+def _check_layout(value: Mapping[str, Any], layout: Mapping[str, Any],
+                  source: str, where: str = '') -> None:
+  """Refuses a key outside `layout` or a value of another type."""
+  prefix = f'{where}.' if where else ''
+  for key, entry in value.items():
+    name = prefix + key
+    if key not in layout:
+      close = _closest(key, layout)
+      raise ValueError(
+          f'{source}: unknown key {name!r}; ' +
+          (f'did you mean {prefix + close!r}?' if close else
+           f'{where or "the top level"} takes {", ".join(layout)}.'))
+    expected = layout[key]
+    if isinstance(expected, dict):
+      if not isinstance(entry, dict):
+        raise ValueError(f'{source}: {name!r} must be a JSON object, not '
+                         f'{entry!r}.')
+      _check_layout(entry, expected, source, name)
+    elif expected is not None and (
+        isinstance(entry, bool) or not isinstance(entry, expected)):
+      kind = {str: 'a string', int: 'an integer'}.get(expected, 'a number')
+      raise ValueError(f'{source}: {name!r} must be {kind}, not {entry!r}.')
+
+
+def _unknown_type(source: str, name: str, value: str, known) -> ValueError:
+  close = _closest(value, known)
+  return ValueError(
+      f'{source}: unknown {name} {value!r}; ' +
+      (f'did you mean {close!r}?' if close else
+       f'the authors\' code has {", ".join(known)}.'))
 
 
 def read_authors_config(path: str) -> dict[str, Any]:
@@ -47,39 +126,71 @@ def read_authors_config(path: str) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: if there is no such file.
-    ValueError: for a file that is not in that layout.
+    ValueError: for a file that is not JSON, or not in that layout: a key
+      outside it (the message names the closest key of the layout), a value
+      of the wrong type, a missing entry, or a method or schedule that the
+      authors' code does not have.
 
   Example:
     >>> values = read_authors_config(CONFIG_DIR / 'config_cifar100_adaloss.json')
     >>> values['method'], values['eta'], values['b0'], values['epochs']
     ('adaloss', 0.1, 1.0, 10)
   """
-  text = pathlib.Path(path).read_text()
+  try:
+    text = pathlib.Path(path).read_text()
+  except FileNotFoundError:
+    raise FileNotFoundError(f'No configuration file {path}.') from None
   try:
     raw = json.loads(text)
-    loss, optimizer = raw['train_loss'], raw['optimizer']
-    kind = (loss['type'], optimizer['type'])
-    values = {
-        'method': _METHODS[kind],
-        'name': raw.get('name', 'adaloss'),
-        'seed': raw.get('seed', 123),
-        'model': raw['arch']['type'],
-        'batch_size': raw['data_loader']['args']['batch_size'],
-        'eta': optimizer['args']['lr'],
-        'momentum': optimizer['args'].get('momentum', 0.0),
-        'weight_decay': optimizer['args'].get('weight_decay', 0.0),
-        'b0': loss['args'].get('b0', 1.0),
-        'alpha': loss['args'].get('alpha', 1.0),
-        'cc': loss['args'].get('cc', 0.0),
-        'epochs': raw['trainer']['epochs'],
-    }
-  except (json.JSONDecodeError, KeyError, TypeError) as error:
-    raise ValueError(f'{path} is not an AdaLoss configuration in the authors\''
-                     f' layout (missing or wrong {error}).') from None
-  if 'initial_accumulator_value' in optimizer['args']:
-    values['adanormb0'] = optimizer['args']['initial_accumulator_value']
-  scheduler = raw.get('lr_scheduler', {})
-  if scheduler.get('type') == 'StepLR':
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{path} is not valid JSON: {error.msg} at line '
+                     f'{error.lineno}, column {error.colno}.') from None
+  if not isinstance(raw, dict):
+    raise ValueError(f'{path} must hold a JSON object, not {raw!r}.')
+  _check_layout(raw, _LAYOUT, str(path))
+  scheduler = raw.get('lr_scheduler')
+  required = _REQUIRED + (('lr_scheduler.type', 'lr_scheduler.args.step_size')
+                          if scheduler is not None else ())
+  for name in required:
+    entry = raw
+    for key in name.split('.'):
+      entry = entry.get(key) if isinstance(entry, dict) else None
+    if entry is None:
+      raise ValueError(f'{path}: {name!r} is missing; a run needs it.')
+
+  loss, optimizer = raw['train_loss'], raw['optimizer']
+  loss_args, optimizer_args = loss.get('args', {}), optimizer['args']
+  kind = (loss['type'], optimizer['type'])
+  if kind not in _METHODS:
+    loss_types, optimizer_types = (sorted(set(t)) for t in zip(*_METHODS))
+    if kind[0] not in loss_types:
+      raise _unknown_type(path, 'train_loss.type', kind[0], loss_types)
+    if kind[1] not in optimizer_types:
+      raise _unknown_type(path, 'optimizer.type', kind[1], optimizer_types)
+    raise ValueError(
+        f'{path}: no method has train_loss.type {kind[0]!r} with '
+        f'optimizer.type {kind[1]!r}; the authors\' methods are '
+        + ', '.join(f'{l} with {o}' for l, o in _METHODS) + '.')
+  values = {
+      'method': _METHODS[kind],
+      'name': raw.get('name', 'adaloss'),
+      'seed': raw.get('seed', 123),
+      'model': raw['arch']['type'],
+      'batch_size': raw['data_loader']['args']['batch_size'],
+      'eta': optimizer_args['lr'],
+      'momentum': optimizer_args.get('momentum', 0.0),
+      'weight_decay': optimizer_args.get('weight_decay', 0.0),
+      'b0': loss_args.get('b0', 1.0),
+      'alpha': loss_args.get('alpha', 1.0),
+      'cc': loss_args.get('cc', 0.0),
+      'epochs': raw['trainer']['epochs'],
+  }
+  if 'initial_accumulator_value' in optimizer_args:
+    values['adanormb0'] = optimizer_args['initial_accumulator_value']
+  if scheduler is not None:
+    if scheduler['type'] not in _SCHEDULERS:
+      raise _unknown_type(path, 'lr_scheduler.type', scheduler['type'],
+                          _SCHEDULERS)
     values['step_size'] = scheduler['args']['step_size']
     values['gamma'] = scheduler['args'].get('gamma', 0.1)
   return values

@@ -7,7 +7,14 @@ from each paper's own flags.
 """
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any
+
+RUN_CONTROLS = ('resume', 'progress_bar', 'max_steps', 'checkpoint_every_steps',
+                'data_dir')
+"""The fields of a :class:`Config` that steer a run but not what it trains: a
+run resumes under other values of these (more steps, another data folder)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,3 +110,24 @@ def get_config(**overrides) -> Config:
     2
   """
   return Config(**overrides)
+
+
+def changed_settings(saved: Mapping[str, Any], config: Config) -> list[str]:
+  """The fields in which `config` differs from a run's saved ``config.json``.
+
+  Args:
+    saved: the JSON object of a run's ``config.json``.
+    config: the configuration of a run in the same folder.
+
+  Returns:
+    The names of the differing fields, sorted, :data:`RUN_CONTROLS` left out.
+
+  Example:
+    >>> saved = get_config(max_steps=5).to_json()
+    >>> changed_settings(saved, get_config(num_epochs=8))
+    ['num_epochs']
+  """
+  # Both through JSON, so that tuples compare with the lists saved for them.
+  saved, wanted = (json.loads(json.dumps(c)) for c in (saved, config.to_json()))
+  return sorted(k for k in saved.keys() | wanted.keys()
+                if k not in RUN_CONTROLS and saved.get(k) != wanted.get(k))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import grain
 import numpy as np
@@ -335,6 +336,18 @@ def test_a_dataset_prepared_as_tfrecord_says_how_to_convert_it(tmp_path):
                      match='tfrecord files.*\n.*--file_format=array_record.*'
                      '--overwrite'):
     input_pipeline.read_split('cifar100', 'test', data_dir=str(tmp_path))
+
+
+def test_a_dataset_with_damaged_metadata_says_how_to_prepare_it_again(
+    tmp_path):
+  data_dir = pathlib.Path(tfds.builder('cifar10', data_dir=tmp_path).data_dir)
+  os.makedirs(data_dir)
+  (data_dir / 'dataset_info.json').write_text('{"name": "cifar')  # cut short
+  with pytest.raises(input_pipeline.DatasetCorruptError,
+                     match=f'cifar10 in {tmp_path} cannot be read '
+                     r'\(ParseError: .*\)\. Prepare it again with:\n.*'
+                     '--overwrite'):
+    input_pipeline.read_split('cifar10', 'test', data_dir=str(tmp_path))
 
 
 def test_a_training_batch_larger_than_the_split_is_refused():
