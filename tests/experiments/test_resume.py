@@ -26,13 +26,15 @@ import experiments
 from experiments import cli
 
 ROOT = pathlib.Path(experiments.__file__).parent.parent
-# An MLP on digits, 2 epochs of 12 steps, checkpointed at steps 5, 10, 12
-# (the first evaluation), 15, 20 and 24, the last three kept: the cheapest
-# run that checkpoints mid-epoch, evaluates and crosses an epoch.
+# An MLP on digits, 2 epochs of 20 steps, checkpointed every 5 steps and at
+# each evaluation (steps 20 and 40), the last three kept: a cheap run that
+# checkpoints mid-epoch, evaluates and crosses an epoch. Three mid-epoch
+# checkpoints come before the first one at an epoch's end, so a kill that
+# lands a little late on a loaded machine still finds a mid-epoch one.
 COMMAND = ('adaloss', '--model', 'mlp', '--bs', '8', '--ep', '2',
-           '--max-steps-per-epoch', '12', '--checkpoint-every', '5',
+           '--max-steps-per-epoch', '20', '--checkpoint-every', '5',
            '--no-progress')
-FINAL_STEP = 24
+FINAL_STEP = 40
 TMP_SUFFIX = ocp.path.atomicity.TMP_DIR_SUFFIX
 _DEVICES_FLAG = re.compile(r'--xla_force_host_platform_device_count=\d+')
 # Only a process that hangs takes this long.
@@ -133,7 +135,7 @@ def finished(tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp('finished') / 'run'
   assert cli.main([*COMMAND, '--workdir', str(workdir)]) == 0
   steps = ocp.utils.checkpoint_steps(workdir / 'checkpoints')
-  assert sorted(steps) == [15, 20, 24]
+  assert sorted(steps) == [30, 35, 40]
   return workdir
 
 
@@ -163,17 +165,17 @@ def _killed_before_the_rename(step_dir: pathlib.Path) -> None:
                          ids=lambda tear: tear.__name__.lstrip('_'))
 def test_a_checkpoint_torn_by_a_death_mid_save_is_passed_over(
     finished, tmp_path, tear, caplog):
-  # The last save torn as a death mid-save tears it. The record of step 24,
+  # The last save torn as a death mid-save tears it. The record of step 40,
   # written before that save, is on disk too, as it would be.
   torn = tmp_path / 'run'
   shutil.copytree(finished, torn)
   tear(torn / 'checkpoints' / str(FINAL_STEP))
-  assert sorted(ocp.utils.checkpoint_steps(torn / 'checkpoints')) == [15, 20]
+  assert sorted(ocp.utils.checkpoint_steps(torn / 'checkpoints')) == [30, 35]
 
   assert cli.main([*COMMAND, '--workdir', str(torn), '--resume']) == 0
-  assert 'from step 20' in caplog.text
+  assert 'from step 35' in caplog.text
   assert sorted(p.name for p in (torn / 'checkpoints').iterdir()) == [
-      '15', '20', '24']  # the temporary folder removed
+      '30', '35', '40']  # the temporary folder removed
   _assert_same_end(finished, torn)
 
 
