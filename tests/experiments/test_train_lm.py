@@ -20,6 +20,7 @@ import pytest
 from experiments import cli
 from experiments import lm_pipeline
 from experiments import ptb
+from experiments import ptb_check
 from experiments import train_lm
 from experiments.configs import adadiff_ptb
 
@@ -207,3 +208,10 @@ def test_an_optimizer_whose_state_depends_on_the_rate_is_refused(data_dir):
   config = dataclasses.replace(_config(data_dir), optimizer='adaloss')
   with pytest.raises(ValueError, match='adadiff, adam, adabelief, sgd'):
     train_lm.train_and_evaluate(config, '.')
+
+
+def test_unigram_baseline_is_add_one_smoothed():
+  train, test = np.array([0, 0, 0, 1]), np.array([0, 2])
+  probabilities = np.array([4, 2, 1]) / 7
+  want = math.exp(-np.mean(np.log(probabilities[test])))
+  assert ptb_check.unigram_perplexity(train, test, 3) == pytest.approx(want)
