@@ -10,6 +10,8 @@ default, runs them on scikit-learn's digits without data to prepare):
   method at every b0 and seed (``experiments.adaloss_table``);
 * ``acme``: ACME, Adam, ASAM, SGD (ignasi00/acme's CIFAR-100 script);
 * ``adadiff-cifar``: AdaDiff, Adam, AdaBelief, SGD (deerOfHd/AdaDiff_v1);
+* ``adadiff-ptb``: the same methods on an AWD-LSTM language model of Penn
+  Treebank (the authors' ``nlp/main.py``; ``experiments.train_lm``);
 
 and two of its own:
 
@@ -50,6 +52,7 @@ import numpy as np
 from experiments import adaloss_table
 from experiments.configs import acme as acme_config
 from experiments.configs import adadiff_cifar as adadiff_config
+from experiments.configs import adadiff_ptb as adadiff_ptb_config
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import compare as compare_config
 from experiments.configs import scale_free as scale_free_config
@@ -304,6 +307,85 @@ def _adadiff_cifar(args) -> int:
       'runs', 'adadiff_cifar', args.dataset,
       f'{args.model}-{args.optim}-lr{args.lr:g}-run{args.run}')
   return _train(config, workdir)
+
+
+# adadiff-ptb -----------------------------------------------------------------
+
+def _add_adadiff_ptb(commands):
+  parser = _parser(commands, 'adadiff-ptb',
+                   'AdaDiff, Adam, AdaBelief and SGD on an AWD-LSTM language '
+                   'model of Penn Treebank (Huang et al., 2021) with the flags '
+                   'of the authors\' nlp/main.py')
+  parser.add_argument('--data', default=None,
+                      help='a directory with ptb.{train,valid,test}.txt (or '
+                      'train/valid/test.txt) to prepare the dataset from if '
+                      '--data-dir has none yet (default: download them)')
+  parser.add_argument('--data-dir', default=None,
+                      help='the TFDS data directory')
+  parser.add_argument('--model', default='LSTM', choices=['LSTM'])
+  parser.add_argument('--emsize', type=int, default=400)
+  parser.add_argument('--nhid', type=int, default=1150)
+  parser.add_argument('--nlayers', '--nlayer', dest='nlayers', type=int,
+                      default=3)
+  parser.add_argument('--lr', type=float, default=1e-3)
+  parser.add_argument('--beta1', type=float, default=0.9)
+  parser.add_argument('--beta2', type=float, default=0.999)
+  parser.add_argument('--clip', type=float, default=None)
+  parser.add_argument('--epochs', '--epoch', dest='epochs', type=int,
+                      default=8000)
+  parser.add_argument('--batch_size', type=int, default=80)
+  parser.add_argument('--bptt', type=int, default=70)
+  parser.add_argument('--dropout', type=float, default=0.4)
+  parser.add_argument('--dropouth', type=float, default=0.3)
+  parser.add_argument('--dropouti', type=float, default=0.65)
+  parser.add_argument('--dropoute', type=float, default=0.1)
+  parser.add_argument('--wdrop', type=float, default=0.5)
+  parser.add_argument('--seed', type=int, default=1111)
+  parser.add_argument('--alpha', type=float, default=2.0)
+  parser.add_argument('--beta', type=float, default=1.0)
+  parser.add_argument('--wdecay', type=float, default=1.2e-6)
+  parser.add_argument('--optimizer', default='sgd',
+                      choices=list(adadiff_ptb_config.OPTIMIZERS))
+  parser.add_argument('--eps', type=float, default=1e-8)
+  parser.add_argument('--when', nargs='+', type=int, default=[-1],
+                      help='epochs after which the rate is divided by 10')
+  parser.add_argument('--run', type=int, default=0,
+                      help='the run\'s index, in its folder\'s name')
+  parser.add_argument('--eps_sqrt', type=float, default=None,
+                      help='accepted and ignored, as the script ignores it')
+  parser.add_argument('--save', default=None,
+                      help='accepted and ignored: checkpoints go to --workdir')
+  parser.add_argument('--log-interval', type=int, default=None,
+                      help='accepted and ignored: a record per epoch')
+  parser.add_argument('--cuda', action='store_true',
+                      help='accepted and ignored: JAX picks the accelerator')
+  parser.add_argument('--window-multiple', type=int, default=8,
+                      help='pad training windows to a multiple of this many '
+                      'steps (fewer compilations, more padding)')
+  _add_run_flags(parser)
+  parser.set_defaults(handler=_adadiff_ptb)
+
+
+def _adadiff_ptb(args) -> int:
+  from experiments import train_lm  # pylint: disable=g-import-not-at-top
+  config = adadiff_ptb_config.get_config(
+      optimizer=args.optimizer, lr=args.lr, beta1=args.beta1,
+      beta2=args.beta2, eps=args.eps, wdecay=args.wdecay, clip=args.clip,
+      when=args.when, nlayers=args.nlayers, emsize=args.emsize,
+      nhid=args.nhid, dropout=args.dropout, dropouth=args.dropouth,
+      dropouti=args.dropouti, dropoute=args.dropoute, wdrop=args.wdrop,
+      batch_size=args.batch_size, bptt=args.bptt, epochs=args.epochs,
+      seed=args.seed, alpha=args.alpha, beta=args.beta,
+      data_dir=args.data_dir, manual_dir=args.data,
+      window_multiple=args.window_multiple, **_run_overrides(args))
+  workdir = args.workdir or os.path.join(
+      'runs', 'adadiff_ptb', f'nlayer-{args.nlayers}',
+      f'{args.optimizer}-lr{args.lr:g}-clip{args.clip}-eps{args.eps:g}'
+      f'-run{args.run}')
+  history = train_lm.train_and_evaluate(config, workdir)
+  print(f'Wrote {pathlib.Path(workdir) / "metrics.jsonl"}'
+        + (f'; last record: {json.dumps(history[-1])}' if history else '.'))
+  return 0
 
 
 # compare ---------------------------------------------------------------------
@@ -586,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest='command', required=True,
                                    metavar='COMMAND')
   for add in (_add_scale_free, _add_adaloss, adaloss_table.add_parser,
-              _add_acme, _add_adadiff_cifar, _add_compare, _add_plot):
+              _add_acme, _add_adadiff_cifar, _add_adadiff_ptb, _add_compare,
+              _add_plot):
     add(commands)
   return parser
 

@@ -128,7 +128,8 @@ class BPTTWindows(Iterator[Window]):
     self._rng = np.random.default_rng(rng) if train else None
     self._position = 0
 
-  def _exhausted(self) -> bool:
+  def exhausted(self) -> bool:
+    """Whether the pass is over: the next ``next()`` raises StopIteration."""
     # AWD-LSTM's loops: `while i < len - 1 - 1` in training,
     # `range(0, len - 1, bptt)` in evaluation.
     rows = len(self._data)
@@ -142,7 +143,7 @@ class BPTTWindows(Iterator[Window]):
     return max(_MIN_SEQ_LEN, int(self._rng.normal(base, _SEQ_LEN_STDDEV)))
 
   def __next__(self) -> Window:
-    if self._exhausted():
+    if self.exhausted():
       raise StopIteration
     start = self._position
     seq_len = self._draw_seq_len()

@@ -104,8 +104,9 @@ class LSTMLayer(nnx.Module):
 
   def init_carry(self, batch_size: int) -> LayerCarry:
     """Zero ``(h, c)``, each ``(batch_size, hidden_size)``."""
-    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
-    return zeros, zeros
+    shape = (batch_size, self.hidden_size)
+    # Two buffers, not one twice: a training step may donate the carry.
+    return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
 
   def __call__(self, inputs: jax.Array, carry: LayerCarry,
                mask: jax.Array | None = None
