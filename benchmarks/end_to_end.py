@@ -63,6 +63,10 @@ XLA_SETTINGS = {
     'oneDNN thunks': '--xla_cpu_use_onednn=true',
     'oneDNN custom calls': '--xla_cpu_experimental_onednn_custom_call=true',
     'XNNPACK': '--xla_cpu_use_xnnpack=true',
+    'XNNPACK, greedy graph fusion': (
+        '--xla_cpu_use_xnnpack=true '
+        '--xla_cpu_experimental_xnn_graph_fusion_mode='
+        'XNN_GRAPH_FUSION_MODE_GREEDY'),
     'fast math': '--xla_cpu_enable_fast_math=true',
     'one Eigen thread': '--xla_cpu_multi_thread_eigen=false',
 }

@@ -417,7 +417,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   if run.checkpoints.latest_step() is not None:
     state, progress = run.restore(state)
     _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
-  history = run.history(int(state.step))
+  history = run.start(config, int(state.step))
   # One generator draws every epoch's window lengths in turn, as AWD-LSTM's
   # global NumPy generator does.
   lengths = np.random.default_rng(config.seed)
