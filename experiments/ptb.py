@@ -152,7 +152,16 @@ class Ptb(tfds.core.GeneratorBasedBuilder):
             f'{manual_dir} lacks the {", ".join(missing)} file(s).\n'
             f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
       return files
-    directory = dl_manager.download_and_extract(_URL) / _ARCHIVE_DIR
+    try:
+      directory = dl_manager.download_and_extract(_URL) / _ARCHIVE_DIR
+    # Whatever the network or the archive raised, the way out is the same.
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      raise FileNotFoundError(
+          f'Penn Treebank is not prepared and downloading {_URL} failed '
+          f'({type(error).__name__}). Offline, put the files in a directory '
+          'and pass it as the manual directory (`--data DIR` of '
+          '`python -m experiments adadiff-ptb`).\n'
+          f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}') from error
     return {split: directory / _FILE_NAMES[split][0] for split in SPLITS}
 
   def _split_generators(self, dl_manager):
@@ -178,6 +187,8 @@ def prepare(data_dir: str | os.PathLike[str] | None = None,
   """Builds the ArrayRecord files once (no TensorFlow needed).
 
   Downloads Mikolov's archive unless ``manual_dir`` holds the three files.
+  A manual directory that does not exist, or lacks a file, and a download
+  that fails raise :class:`FileNotFoundError` with the instructions.
   TFDS's progress messages go to the log instead of stdout. An already
   prepared dataset is left as it is.
 
@@ -195,6 +206,11 @@ def prepare(data_dir: str | os.PathLike[str] | None = None,
     >>> load_tokens('train', corpus / 'tfds')
     array([0, 1, 2, 1, 3, 2], dtype=int32)
   """
+  if manual_dir is not None and not epath.Path(manual_dir).is_dir():
+    # TFDS would take a missing manual directory for none and download.
+    raise FileNotFoundError(
+        f'The manual directory {manual_dir} does not exist.\n'
+        f'{Ptb.MANUAL_DOWNLOAD_INSTRUCTIONS}')
   builder = Ptb(data_dir=data_dir, file_format='array_record')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   with contextlib.redirect_stdout(io.StringIO()) as messages:

@@ -145,6 +145,28 @@ def test_an_incomplete_manual_directory_is_reported(tmp_path):
     ptb.prepare(tmp_path / 'tfds', manual_dir=tmp_path / 'manual')
 
 
+def test_a_missing_manual_directory_is_reported_not_downloaded(
+    tmp_path, monkeypatch):
+  def download_and_extract(self, url):
+    raise AssertionError(f'downloaded {url}')
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
+                      download_and_extract)
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    ptb.prepare(tmp_path / 'tfds', manual_dir=tmp_path / 'absent')
+
+
+def test_a_failed_download_says_how_to_prepare_offline(tmp_path, monkeypatch):
+  def download_and_extract(self, url):
+    raise ConnectionError(f'no route to {url}')
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
+                      download_and_extract)
+  with pytest.raises(FileNotFoundError,
+                     match='(?s)downloading .* failed .*ptb.train.txt'):
+    ptb.prepare(tmp_path / 'tfds')
+
+
 def test_an_unprepared_dataset_says_how_to_prepare_it(tmp_path):
   with pytest.raises(input_pipeline.DatasetNotFoundError,
                      match='ptb.prepare'):
