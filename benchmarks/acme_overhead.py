@@ -5,7 +5,9 @@ so the floor is 2.0x a plain jitted Adam step on the same model and batch
 (3.0x with ASAM); the goal is at most 2.15x (3.2x with ASAM). The model is the
 experiments' CIFAR ResNet-20 with BatchNorm (``resnet20.py``), on a batch of
 random 32x32x3 images; each program runs once per round, in alternation, and
-the ratio is the median of the round-by-round ratios.
+the ratio is the median of the round-by-round ratios. A bare forward-backward
+pass is timed beside them, so the table also gives what the passes alone
+predict: the Adam step plus one (two) more passes.
 
     python benchmarks/acme_overhead.py            # prints the table
     python benchmarks/acme_overhead.py --rounds 10 --batch-size 256
@@ -20,12 +22,16 @@ import jax
 import report
 import resnet20
 
+FORWARD_BACKWARD = 'one forward-backward pass alone'
 # The programs timed: name -> (key of resnet20.methods(), floor and goal).
 VARIANTS = {
     'Adam (optax.adam, one evaluation)': ('optax.adam', ''),
     'ACME (Adam)': ('acme', '2.0 floor, goal ≤ 2.15'),
     'ACME (Adam) + ASAM': ('acme + ASAM', '3.0 floor, goal ≤ 3.2'),
 }
+# Forward-backward passes of each variant, for the floor the passes alone set.
+PASSES = {'Adam (optax.adam, one evaluation)': 1, 'ACME (Adam)': 2,
+          'ACME (Adam) + ASAM': 3}
 
 
 def programs(batch_size: int, depth: int):
@@ -35,7 +41,13 @@ def programs(batch_size: int, depth: int):
   loss = resnet20.loss_function(graphdef)
   images, labels = resnet20.random_batch(batch_size)
   optimizers = resnet20.methods()
-  runs = {}
+  grad = jax.jit(jax.grad(loss, has_aux=True))
+
+  def forward_backward():
+    jax.block_until_ready(grad(params, batch_stats, images, labels))
+
+  forward_backward()
+  runs = {FORWARD_BACKWARD: forward_backward}
   for label, (name, _) in VARIANTS.items():
     tx = optimizers[name]
     step = resnet20.train_step(loss, name, tx)
@@ -72,13 +84,23 @@ def main():
       f'{args.rounds} jitted, donated steps of each, timed in alternation; '
       '"vs Adam" is the median of the round-by-round ratios.',
       '',
-      '| step | ms / step | vs Adam | floor and goal |',
-      '| --- | ---: | ---: | --- |',
+      '| step | ms / step | vs Adam | floor and goal | what its passes alone '
+      'predict |',
+      '| --- | ---: | ---: | --- | ---: |',
   ]
+  # The Adam step less its pass is what a step costs besides its passes
+  # (the update, the step's other work); each extra pass adds one pass.
+  adam_seconds = statistics.median(adam)
+  pass_seconds = statistics.median(samples[FORWARD_BACKWARD])
   for label, (_, goal) in VARIANTS.items():
+    predicted = (adam_seconds + (PASSES[label] - 1) * pass_seconds) / adam_seconds
     lines.append(
         f'| {label} | {1e3 * statistics.median(samples[label]):.1f} '
-        f'| {report.paired_ratio(samples[label], adam):.2f} | {goal} |')
+        f'| {report.paired_ratio(samples[label], adam):.2f} | {goal} '
+        f'| {predicted:.2f} |')
+  lines.append(
+      f'| {FORWARD_BACKWARD} (`jax.grad` of the loss) | {1e3 * pass_seconds:.1f} '
+      f'| {report.paired_ratio(samples[FORWARD_BACKWARD], adam):.2f} | | |')
   table = '\n'.join(lines)
   print(table)
   if args.write:

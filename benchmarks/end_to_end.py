@@ -67,6 +67,11 @@ XLA_SETTINGS = {
         '--xla_cpu_use_xnnpack=true '
         '--xla_cpu_experimental_xnn_graph_fusion_mode='
         'XNN_GRAPH_FUSION_MODE_GREEDY'),
+    # XLA:CPU hands some convolutions (most weight gradients) to YNNPACK by
+    # default; an empty list of YNN fusion types leaves them all to Eigen.
+    'YNNPACK fusions off': '--xla_cpu_experimental_ynn_fusion_type=',
+    'YNNPACK fusions off, XNNPACK': (
+        '--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=true'),
     'fast math': '--xla_cpu_enable_fast_math=true',
     'one Eigen thread': '--xla_cpu_multi_thread_eigen=false',
 }
