@@ -93,16 +93,9 @@ def jax_steps(*, batch_norm: bool, methods: list[str], batch_size: int,
   for name, tx in resnet20.methods().items():
     if name not in methods:
       continue
-    step = resnet20.train_step(loss, name, tx)
-    carry = [resnet20.copy_tree(params), tx.init(params)]
-
-    def run(step=step, carry=carry):
-      carry[0], carry[1], value, _ = step(carry[0], carry[1], batch_stats,
-                                          images, labels)
-      jax.block_until_ready((carry, value))
-
-    run()
-    programs[name] = run
+    programs[name] = resnet20.step_program(
+        resnet20.train_step(loss, name, tx), resnet20.copy_tree(params),
+        tx.init(params), batch_stats, images, labels)
   info = {'device': report.device_description(),
           'platform': jax.devices()[0].platform,
           'params': resnet20.num_params(params),

@@ -116,3 +116,28 @@ def num_params(params: nnx.State) -> int:
 def copy_tree(tree):
   """A copy with its own buffers, for a step that donates its arguments."""
   return jax.tree.map(jnp.copy, tree)
+
+
+def step_program(step: Callable[..., Any], params, opt_state,
+                 *inputs) -> Callable[[], None]:
+  """One blocking call of a step of :func:`train_step`, after a first one.
+
+  Args:
+    step: from :func:`train_step`; it donates the parameters and the state.
+    params: the parameters to start from (donated: pass a copy).
+    opt_state: the optimizer state to start from.
+    *inputs: the rest of the step's arguments: ``batch_stats, images,
+      labels``.
+
+  Returns:
+    A function that runs one step from where the last one left off and
+    returns once its work is done. The first step (the compilation) has run.
+  """
+  carry = [params, opt_state]
+
+  def run():
+    carry[0], carry[1], value, _ = step(carry[0], carry[1], *inputs)
+    jax.block_until_ready((carry, value))
+
+  run()
+  return run

@@ -90,27 +90,20 @@ def build(*, num_devices: int, method: str, batch_size: int, depth: int):
                       batch_sharding, batch_sharding),
         out_shardings=(param_sharding, state_sharding, replicated,
                        stats_sharding))
-    carry = [jax.device_put(resnet20.copy_tree(params), param_sharding),
-             jax.jit(tx.init, out_shardings=state_sharding)(params)]
-    stats = jax.device_put(batch_stats, stats_sharding)
-    batch = (jax.device_put(images, batch_sharding),
-             jax.device_put(labels, batch_sharding))
-    memory = step.lower(carry[0], carry[1], stats, *batch).compile(
-        ).memory_analysis()
-
-    def run(step=step, carry=carry, stats=stats, batch=batch):
-      carry[0], carry[1], value, _ = step(carry[0], carry[1], stats, *batch)
-      jax.block_until_ready((carry, value))
-
-    run()
-    programs[layout] = run
+    inputs = (jax.device_put(resnet20.copy_tree(params), param_sharding),
+              jax.jit(tx.init, out_shardings=state_sharding)(params),
+              jax.device_put(batch_stats, stats_sharding),
+              jax.device_put(images, batch_sharding),
+              jax.device_put(labels, batch_sharding))
+    memory = step.lower(*inputs).compile().memory_analysis()
     info[layout] = {
         'program_bytes': (memory.argument_size_in_bytes
                           + memory.output_size_in_bytes
                           - memory.alias_size_in_bytes
                           + memory.temp_size_in_bytes),
-        'state_bytes': _device_bytes(carry[1]),
+        'state_bytes': _device_bytes(inputs[1]),
     }
+    programs[layout] = resnet20.step_program(step, *inputs)
   return programs, info
 
 
