@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
@@ -27,6 +26,8 @@ from experiments import train
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default
 from experiments.configs import scale_free as scale_free_config
+
+import run_files
 
 PNG = b'\x89PNG\r\n\x1a\n'
 
@@ -66,25 +67,12 @@ QUICK = default.get_config(model='tiny_cnn', batch_size=32, num_epochs=2,
                            progress_bar=False)
 
 
-def _records(workdir):
-  return [json.loads(line) for line in
-          (workdir / 'metrics.jsonl').read_text().splitlines()]
-
-
-def _latest_checkpoint(workdir):
-  manager = ocp.CheckpointManager(workdir / 'checkpoints')
-  step = manager.latest_step()
-  restored = manager.restore(step)
-  manager.close()
-  return step, restored
-
-
 def test_a_run_writes_metrics_tensorboard_checkpoints_and_stats(tmp_path):
   config = dataclasses.replace(QUICK, store_stats=True, store_stats_interval=2)
   history = train.train_and_evaluate(config, str(tmp_path))
 
   assert [(r['epoch'], r['step']) for r in history] == [(1.0, 3), (2.0, 6)]
-  assert _records(tmp_path) == history
+  assert run_files.records(tmp_path) == history
   for record in history:
     assert 0 <= record['test_accuracy'] <= 1
     assert math.isfinite(record['train_loss'])
@@ -95,7 +83,7 @@ def test_a_run_writes_metrics_tensorboard_checkpoints_and_stats(tmp_path):
       'tiny_cnn')
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
 
-  step, restored = _latest_checkpoint(tmp_path)
+  step, restored = run_files.latest_checkpoint(tmp_path)
   assert step == 6 and restored['progress']['epoch'] == 2
   # Batches 0 and 2 of each 3-step epoch: steps 1, 3, 4 and 6.
   stats = sorted(p.name for p in (tmp_path / 'stats').iterdir())
@@ -122,7 +110,7 @@ def test_evaluation_masks_the_padding_of_the_last_batch():
 
 
 def _final_state(workdir):
-  return jax.tree.leaves(_latest_checkpoint(workdir)[1]['state'])
+  return jax.tree.leaves(run_files.latest_checkpoint(workdir)[1]['state'])
 
 
 def test_resuming_continues_from_the_saved_step_bit_for_bit(tmp_path):
@@ -208,7 +196,7 @@ def test_scale_free_command_then_plot_of_its_curves_heatmap_and_histograms(
   config = json.loads((run / 'config.json').read_text())
   assert config['model_kwargs'] == {'batch_norm': False}
   assert config['schedule'] == 'cosine'
-  (record,) = _records(run)
+  (record,) = run_files.records(run)
   assert {'train_eval_loss', 'test_accuracy'} <= set(record)
 
   assert cli.main(['plot', str(run)]) == 0
@@ -236,7 +224,7 @@ def test_adaloss_command_reads_the_authors_config_and_its_flags(tmp_path):
   assert config['optimizer_kwargs'] == {'b0': 2.0, 'alpha': 1,
                                         'weight_decay': 1e-4}
   assert config['seed'] == 123
-  (record,) = _records(workdir)
+  (record,) = run_files.records(workdir)
   # SGD-DecaySqrt's step after two steps: eta / sqrt(b0^2 + 2).
   assert record['effective_step_size'] == pytest.approx(0.05 / math.sqrt(6))
 
@@ -255,10 +243,10 @@ def test_acme_command_resumes_bit_for_bit(tmp_path):
   assert config['optimizer_kwargs']['asam'] and config['label_smoothing'] == 0.1
   assert config['model_kwargs'] == {'depth': 10, 'width': 1,
                                     'dropout_rate': 0.0}
-  records = _records(resumed)
+  records = run_files.records(resumed)
   assert [r['step'] for r in records] == [2, 3]
   assert records[-1]['acme_branch'] in range(-2, 7)
-  assert records[-1]['learning_rate'] == _records(straight)[-1]['learning_rate']
+  assert records[-1]['learning_rate'] == run_files.records(straight)[-1]['learning_rate']
   for a, b in zip(_final_state(straight), _final_state(resumed)):
     np.testing.assert_array_equal(a, b)
 
@@ -273,7 +261,7 @@ def test_adadiff_cifar_command_on_mock_cifar10(tmp_path):
         '--total_epoch', '2', '--decay_epoch', '1', '--max-steps-per-epoch',
         '2', '--workdir', str(workdir), '--no-progress'])
   assert code == 0
-  records = _records(workdir)
+  records = run_files.records(workdir)
   assert [r['step'] for r in records] == [2, 4]
   # StepLR(step_size=1, gamma=0.1): the second epoch runs at a tenth.
   assert records[-1]['learning_rate'] == pytest.approx(1e-4)
@@ -352,11 +340,11 @@ def test_each_paper_command_checkpoints_and_resumes_where_it_stopped(
   command = command + ['--no-progress', '--workdir']
   assert cli.main(command + [str(straight), '--max-steps', '3']) == 0
   assert cli.main(command + [str(resumed), '--max-steps', '2']) == 0
-  assert _latest_checkpoint(resumed)[0] == 2
+  assert run_files.latest_checkpoint(resumed)[0] == 2
   assert cli.main(command + [str(resumed), '--max-steps', '3',
                              '--resume']) == 0
-  assert [r['step'] for r in _records(resumed)] == [2, 3]
-  assert _records(resumed)[-1]['test_loss'] == _records(straight)[-1][
+  assert [r['step'] for r in run_files.records(resumed)] == [2, 3]
+  assert run_files.records(resumed)[-1]['test_loss'] == run_files.records(straight)[-1][
       'test_loss']
   for a, b in zip(_final_state(straight), _final_state(resumed)):
     np.testing.assert_array_equal(a, b)

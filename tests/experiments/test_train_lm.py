@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import cli
@@ -23,6 +22,8 @@ from experiments import ptb
 from experiments import ptb_check
 from experiments import train_lm
 from experiments.configs import adadiff_ptb
+
+import run_files
 
 _SENTENCES = [' the market rose in the morning', ' shares of the company fell',
               ' the company said the market fell in N', ' <unk> rose N']
@@ -63,26 +64,13 @@ def _config(data_dir, **overrides):
       progress_bar=False, **overrides)
 
 
-def _records(workdir):
-  return [json.loads(line) for line in
-          (workdir / 'metrics.jsonl').read_text().splitlines()]
-
-
-def _latest_checkpoint(workdir):
-  manager = ocp.CheckpointManager(workdir / 'checkpoints')
-  step = manager.latest_step()
-  restored = manager.restore(step)
-  manager.close()
-  return step, restored
-
-
 def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
     data_dir, tmp_path):
   command = ['adadiff-ptb', '--data-dir', str(data_dir), *_FLAGS,
              '--epochs', '2', '--when', '1', '--workdir']
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   assert cli.main(command + [str(straight)]) == 0
-  records = _records(straight)
+  records = run_files.records(straight)
   assert [r['epoch'] for r in records] == [1, 2]
   for record in records:
     for prefix in ('train', 'val', 'test'):
@@ -94,22 +82,22 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
   assert config['optimizer'] == 'adadiff'
   assert config['optimizer_kwargs']['weight_decay'] == 1.2e-6
   steps_in_all = records[-1]['step']
-  assert _latest_checkpoint(straight)[0] == steps_in_all
+  assert run_files.latest_checkpoint(straight)[0] == steps_in_all
 
   # Stopped mid-epoch after a checkpoint of its own, then resumed: the
   # windows, the carried state, the dropout streams and the optimizer state
   # pick up where they were.
   assert cli.main(command + [str(resumed), '--max-steps', '4',
                              '--checkpoint-every', '3']) == 0
-  step, stopped = _latest_checkpoint(resumed)
+  step, stopped = run_files.latest_checkpoint(resumed)
   assert step == 4 and stopped['progress']['batch'] == 4
   assert cli.main(command + [str(resumed), '--resume']) == 0
-  assert [r['step'] for r in _records(resumed)] == [4] + [
+  assert [r['step'] for r in run_files.records(resumed)] == [4] + [
       r['step'] for r in records]
   for key in ('train_loss', 'val_loss', 'test_loss'):
-    assert _records(resumed)[-1][key] == records[-1][key], key
-  _, want = _latest_checkpoint(straight)
-  _, got = _latest_checkpoint(resumed)
+    assert run_files.records(resumed)[-1][key] == records[-1][key], key
+  _, want = run_files.latest_checkpoint(straight)
+  _, got = run_files.latest_checkpoint(resumed)
   assert got['progress']['data'] == want['progress']['data']
   for a, b in zip(jax.tree.leaves(got['state']), jax.tree.leaves(want['state']),
                   strict=True):
@@ -120,7 +108,7 @@ def test_a_step_runs_on_the_first_window_from_a_zero_state_at_seq_len_over_bptt(
     data_dir, tmp_path):
   config = _config(data_dir, max_steps=1)
   train_lm.train_and_evaluate(config, str(tmp_path))
-  _, checkpoint = _latest_checkpoint(tmp_path)
+  _, checkpoint = run_files.latest_checkpoint(tmp_path)
 
   # The first window of AWD-LSTM's draws under the seed.
   window = next(lm_pipeline.bptt_windows(
