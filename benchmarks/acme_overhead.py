@@ -89,11 +89,9 @@ def main():
   table = '\n'.join(lines)
   print(table)
   if args.write:
-    platform = jax.devices()[0].platform
-    report.write_section(
-        f'acme-overhead-{platform}',
-        f'## ACME step over an Adam step ({platform.upper()})\n\n'
-        '`python benchmarks/acme_overhead.py --write`\n\n' + table)
+    report.write_run('acme-overhead', 'ACME step over an Adam step',
+                     'python benchmarks/acme_overhead.py --write', table,
+                     jax.devices()[0].platform)
 
 
 if __name__ == '__main__':

@@ -267,10 +267,9 @@ def main():
     section, title, flags = 'end-to-end', 'End to end: ResNet-20 against PyTorch', ''
   print(table)
   if args.write:
-    report.write_section(
-        f'{section}-{platform}',
-        f'## {title} ({platform.upper()})\n\n'
-        f'`python benchmarks/end_to_end.py{flags} --write`\n\n' + table)
+    report.write_run(section, title,
+                     f'python benchmarks/end_to_end.py{flags} --write', table,
+                     platform)
 
 
 if __name__ == '__main__':

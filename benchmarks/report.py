@@ -224,3 +224,21 @@ def write_section(name: str, markdown: str, path: pathlib.Path = BENCHMARKS_MD):
   else:
     text = text.rstrip() + '\n\n' + block + '\n'
   path.write_text(text)
+
+
+def write_run(slug: str, title: str, command: str, table: str,
+              platform: str, path: pathlib.Path = BENCHMARKS_MD) -> None:
+  """Writes a script's table as its section for `platform` of BENCHMARKS.md.
+
+  Args:
+    slug: the script's section name, e.g. ``'update-cost'``; the section is
+      ``SLUG-PLATFORM``, so each device's figures stand beside the others'.
+    title: the section's heading, before ``(PLATFORM)``.
+    command: the command line that rewrites the section.
+    table: the markdown the run printed.
+    platform: the JAX platform the figures were measured on, e.g. ``'cpu'``.
+    path: the file to update.
+  """
+  write_section(f'{slug}-{platform}',
+                f'## {title} ({platform.upper()})\n\n`{command}`\n\n{table}',
+                path)

@@ -73,6 +73,7 @@ def build(*, num_devices: int, method: str, batch_size: int, depth: int):
   images, labels = resnet20.random_batch(batch_size)
   tx = resnet20.methods()[method]
   programs, info = {}, {'device': report.device_description(),
+                        'platform': jax.devices()[0].platform,
                         'params': resnet20.num_params(params)}
   for layout in LAYOUTS:
     state = jax.eval_shape(tx.init, params)
@@ -121,10 +122,12 @@ def main():
                       help='update this section of BENCHMARKS.md')
   args = parser.parse_args()
 
-  cpu = jax.default_backend() == 'cpu'
   workers = {}
   for n in args.devices:
-    env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}'} if cpu else {}
+    # The flag makes n host devices where the CPU is JAX's platform and is
+    # ignored beside a GPU; this process never starts JAX's backend, which
+    # would take the GPU's memory from the workers.
+    env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}'}
     workers[n] = report.Worker(build, dict(num_devices=n, method=args.method,
                                            batch_size=args.batch_size,
                                            depth=args.depth), env=env)
@@ -154,11 +157,9 @@ def main():
   table = '\n'.join(lines)
   print(table)
   if args.write:
-    platform = jax.devices()[0].platform
-    report.write_section(
-        f'scaling-{platform}',
-        f'## Scaling over devices ({platform.upper()})\n\n'
-        '`python benchmarks/scaling.py --write`\n\n' + table)
+    report.write_run('scaling', 'Scaling over devices',
+                     'python benchmarks/scaling.py --write', table,
+                     first['platform'])
 
 
 if __name__ == '__main__':

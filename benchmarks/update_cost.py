@@ -184,11 +184,9 @@ def main():
   table = '\n'.join(lines)
   print(table)
   if args.write:
-    platform = jax.devices()[0].platform
-    report.write_section(
-        f'update-cost-{platform}',
-        f'## Update cost ({platform.upper()})\n\n'
-        '`python benchmarks/update_cost.py --write`\n\n' + table)
+    report.write_run('update-cost', 'Update cost',
+                     'python benchmarks/update_cost.py --write', table,
+                     jax.devices()[0].platform)
 
 
 if __name__ == '__main__':

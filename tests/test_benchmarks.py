@@ -32,6 +32,10 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
   assert '<!-- begin a -->\nthird\n<!-- end a -->' in text
   assert '<!-- begin b -->\nsecond\n<!-- end b -->' in text
   assert 'first' not in text
+  report.write_run('c', 'Title', 'python c.py --write', '| table |', 'gpu',
+                   path)
+  assert ('<!-- begin c-gpu -->\n## Title (GPU)\n\n`python c.py --write`\n\n'
+          '| table |\n<!-- end c-gpu -->') in path.read_text()
 
 
 def test_time_alternately_calls_every_program_once_per_round():
