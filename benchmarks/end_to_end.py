@@ -72,6 +72,15 @@ XLA_SETTINGS = {
     'YNNPACK fusions off': '--xla_cpu_experimental_ynn_fusion_type=',
     'YNNPACK fusions off, XNNPACK': (
         '--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=true'),
+    # XLA:CPU fuses the elementwise producers of a weight gradient's operands
+    # (ReLU, residual sums, BatchNorm) into the layout transposes that its
+    # convolution needs, and a fused transpose runs as a plain loop, several
+    # times slower than the transpose alone; without the fusion pass every
+    # transpose stays plain, and every elementwise op is a pass of its own.
+    'instruction fusion off': '--xla_disable_hlo_passes=fusion',
+    'instruction fusion and YNNPACK fusions off': (
+        '--xla_disable_hlo_passes=fusion '
+        '--xla_cpu_experimental_ynn_fusion_type='),
     'fast math': '--xla_cpu_enable_fast_math=true',
     'one Eigen thread': '--xla_cpu_multi_thread_eigen=false',
 }

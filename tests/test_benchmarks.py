@@ -17,6 +17,7 @@ import end_to_end
 import report
 import resnet20
 import scaling
+import step_profile
 import update_cost
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -107,3 +108,27 @@ def test_the_end_to_end_programs_run():
   assert len(programs) == 2
   for run in programs.values():
     run()
+
+
+def test_step_profile_tells_a_programs_operations_apart():
+  def program(images, kernel, matrix):
+    features = jax.lax.conv_general_dilated(
+        images, kernel, (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return (jnp.transpose(features, (3, 1, 2, 0)), jnp.tanh(matrix) @ matrix,
+            jnp.exp(matrix).sum(axis=0))
+  arguments = (jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)),
+               jnp.ones((16, 16)))
+  kinds = step_profile.operation_kinds(
+      jax.jit(program).lower(*arguments).compile().as_text())
+  assert set(kinds.values()) <= set(step_profile.KINDS)
+  assert {'convolution', 'matrix product', 'transpose or copy',
+          'reduction'} <= set(kinds.values())
+
+
+def test_step_profile_finds_the_operations_in_the_trace():
+  row = step_profile.profile(batch_norm=True, batch_size=2, depth=8, rounds=1,
+                             traced_steps=1)
+  assert row['step'] > 0
+  assert row['convolution'] > 0
+  assert row['platform'] == jax.devices()[0].platform
