@@ -1,11 +1,11 @@
-"""Where the time of ResNet-20's forward-backward pass goes, by kind of operation.
+"""Where ResNet-20's forward-backward time goes, by kind of operation.
 
 The jitted loss and gradient of ``experiments.models``' ResNet-20 (batch 128,
 with and without BatchNorm) runs under JAX's profiler; the time of each of its
 operations (XLA:CPU's thunks, a GPU's kernels) is summed by what the compiled
-program says the operation is: a convolution, a matrix product, a layout
-transpose, a reduction, or another (elementwise) fusion. Each XLA setting runs
-in a process of its own, one after the other.
+program says the operation is: a convolution, a matrix product, a transpose
+or copy (of a layout), a reduction, or another (elementwise) fusion. Each XLA
+setting runs in a process of its own, one after the other.
 
 This is the measurement behind the end-to-end commentary: on XLA:CPU the
 weight gradient of a convolution needs its operands transposed (batch
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import jax
 
@@ -93,7 +94,8 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
     for callee in reached(called, set()):
       ops |= opcodes[callee]
     # Library calls (cuDNN, cuBLAS) are custom calls named by their target.
-    targets = ' '.join(op for op in ops if op.startswith('custom-call:')).lower()
+    targets = ' '.join(
+        op for op in ops if op.startswith('custom-call:')).lower()
     if 'convolution' in ops or 'conv' in targets:
       kinds[name] = 'convolution'
     elif 'dot' in ops or 'gemm' in targets or 'matmul' in targets:
@@ -108,7 +110,7 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
 
 
 def traced_times(trace_dir: str, module: str) -> dict[str, float]:
-  """Microseconds each operation of `module` took in a profiler trace, summed."""
+  """Microseconds that each operation of `module` took in a trace, summed."""
   totals = collections.Counter()
   for path in pathlib.Path(trace_dir).rglob('*.trace.json.gz'):
     with gzip.open(path) as f:
@@ -121,8 +123,15 @@ def traced_times(trace_dir: str, module: str) -> dict[str, float]:
 
 
 def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
-            traced_steps: int) -> dict[str, float]:
-  """Median milliseconds of the forward-backward pass and its time per kind."""
+            traced_steps: int) -> dict[str, Any]:
+  """Median milliseconds of the forward-backward pass and its time per kind.
+
+  Returns:
+    ``step``: the median milliseconds of a call; for each of ``KINDS``, the
+    milliseconds per call of its operations; ``transposes``: how many
+    operations of the program are transposes or copies; ``device`` and
+    ``platform``.
+  """
   graphdef, params, batch_stats = resnet20.split_model(batch_norm=batch_norm,
                                                        depth=depth)
   loss = resnet20.loss_function(graphdef)
@@ -152,13 +161,14 @@ def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
   for name, microseconds in per_operation.items():
     result[kinds.get(name, 'elementwise and other')] += (
         microseconds / 1e3 / traced_steps)
+  transposes = sum(kind == 'transpose or copy' for kind in kinds.values())
   return {'step': 1e3 * statistics.median(seconds), **result,
-          'transposes': sum(kind == 'transpose or copy' for kind in kinds.values()),
+          'transposes': transposes,
           'device': report.device_description(),
           'platform': jax.devices()[0].platform}
 
 
-def run_setting(flags: str, args) -> dict[str, dict[str, float]]:
+def run_setting(flags: str, args) -> dict[str, dict[str, Any]]:
   """:func:`profile` with and without BatchNorm in a process with `flags`."""
   command = [sys.executable, __file__, '--profile-worker',
              '--batch-size', str(args.batch_size), '--depth', str(args.depth),
@@ -196,7 +206,7 @@ def table(args) -> tuple[str, str]:
     for batch_norm in args.batch_norm:
       row = by_norm[_norm_key(batch_norm)]
       lines.append(
-          f'| {setting} | {"on" if batch_norm else "off"} | {row["step"]:.0f} | '
+          f'| {setting} | {_norm_key(batch_norm)} | {row["step"]:.0f} | '
           + ' | '.join(f'{row[kind]:.0f}' for kind in KINDS)
           + f' | {row["transposes"]} |')
   return '\n'.join(lines), first['platform']
