@@ -81,6 +81,16 @@ XLA_SETTINGS = {
     'instruction fusion and YNNPACK fusions off': (
         '--xla_disable_hlo_passes=fusion '
         '--xla_cpu_experimental_ynn_fusion_type='),
+    # YNNPACK's fusions of elementwise ops and reductions, a pass of their
+    # own, take in the producers that XLA would fuse into the transposes,
+    # which then stay plain; they also run with XLA's instruction fusion off.
+    'YNNPACK for elementwise ops only': (
+        '--xla_cpu_experimental_ynn_fusion_type=eltwise'),
+    'YNNPACK for elementwise ops and reductions': (
+        '--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce'),
+    'YNNPACK for elementwise ops and reductions, instruction fusion off': (
+        '--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce '
+        '--xla_disable_hlo_passes=fusion'),
     'fast math': '--xla_cpu_enable_fast_math=true',
     'one Eigen thread': '--xla_cpu_multi_thread_eigen=false',
 }

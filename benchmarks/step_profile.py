@@ -229,9 +229,14 @@ def main():
                       default=['on', 'off'])
   parser.add_argument('--settings', nargs='+',
                       choices=list(end_to_end.XLA_SETTINGS),
-                      default=['default', 'YNNPACK fusions off',
-                               'instruction fusion off',
-                               'instruction fusion and YNNPACK fusions off'])
+                      default=[
+                          'default', 'YNNPACK fusions off',
+                          'instruction fusion off',
+                          'instruction fusion and YNNPACK fusions off',
+                          'YNNPACK for elementwise ops only',
+                          'YNNPACK for elementwise ops and reductions',
+                          'YNNPACK for elementwise ops and reductions, '
+                          'instruction fusion off'])
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')
   parser.add_argument('--profile-worker', action='store_true',
