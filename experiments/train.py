@@ -456,9 +456,9 @@ _STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'schedule',
                 'label_smoothing')
 
 
-def _step_key(config: Config) -> str:
-  return json.dumps({k: getattr(config, k) for k in _STEP_FIELDS},
-                    sort_keys=True)
+def _settings_key(config, fields: tuple[str, ...]) -> str:
+  """The `fields` of `config` as one JSON string: a cache key of its steps."""
+  return json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True)
 
 
 class _Steps:
@@ -588,8 +588,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
 
-  steps = _compiled_steps(graphdef, _step_key(config), num_steps_per_epoch,
-                          mesh)
+  steps = _compiled_steps(graphdef, _settings_key(config, _STEP_FIELDS),
+                          num_steps_per_epoch, mesh)
 
   def checkpoint_due():
     every = config.checkpoint_every_steps

@@ -77,6 +77,7 @@ from experiments.models import awd_lstm
 # The run's files and checkpoints are the image classifiers' own.
 from experiments.train import _Progress
 from experiments.train import _Run
+from experiments.train import _settings_key
 
 _LOG = logging.getLogger(__name__)
 # Methods whose step is proportional to the rate, with a state independent of
@@ -332,11 +333,6 @@ _STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'clip',
                 'alpha', 'beta')
 
 
-def _step_key(config: Config) -> str:
-  return json.dumps({k: getattr(config, k) for k in _STEP_FIELDS},
-                    sort_keys=True)
-
-
 def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
   """The loop's jitted :func:`train_step`, with the metrics' sums.
 
@@ -353,7 +349,7 @@ def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
     ``totals`` summing the windows' raw losses (``loss_sum``) and counting them
     (``count``); ``state`` and ``totals`` are donated.
   """
-  return _compiled_train_step(graphdef, _step_key(config))
+  return _compiled_train_step(graphdef, _settings_key(config, _STEP_FIELDS))
 
 
 @functools.lru_cache(maxsize=8)
