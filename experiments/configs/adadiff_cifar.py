@@ -17,6 +17,20 @@ CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 MODELS = ('resnet34', 'resnet18', 'densenet121', 'vgg11', 'vgg16')
 
 
+def adam_type_kwargs(method: str, beta1: float, beta2: float,
+                     eps: float) -> dict[str, float]:
+  """optax's arguments of an Adam-type `method` from the authors' flags.
+
+  Their AdaBelief adds ``eps`` inside the square root as well as outside it.
+
+  Example:
+    >>> adam_type_kwargs('adabelief', 0.9, 0.999, 1e-16)['eps_root']
+    1e-16
+  """
+  kwargs = {'b1': beta1, 'b2': beta2, 'eps': eps}
+  return {**kwargs, 'eps_root': eps} if method == 'adabelief' else kwargs
+
+
 def get_config(*, optim: str = 'sgd', model: str = 'resnet34',
                lr: float = 0.1, lr_gamma: float = 0.1, decay_epoch: int = 150,
                total_epoch: int = 200, eps: float = 1e-8,
@@ -55,17 +69,16 @@ def get_config(*, optim: str = 'sgd', model: str = 'resnet34',
   if optim not in OPTIMIZERS:
     raise ValueError(f'Unknown optimizer {optim!r}; choose one of '
                      f'{", ".join(OPTIMIZERS)}.')
-  if optim == 'sgd':
+  method = OPTIMIZERS[optim]
+  if method == 'sgd':
     kwargs = {'momentum': momentum or None}
-  elif optim == 'adabelief':
-    kwargs = {'b1': beta1, 'b2': beta2, 'eps': eps, 'eps_root': eps}
   else:
-    kwargs = {'b1': beta1, 'b2': beta2, 'eps': eps}
+    kwargs = adam_type_kwargs(method, beta1, beta2, eps)
   return Config(**{
       'dataset': dataset,
       'mean_std': None if dataset == 'digits' else CIFAR_MEAN_STD,
       'model': model,
-      'optimizer': OPTIMIZERS[optim],
+      'optimizer': method,
       'learning_rate': lr,
       'optimizer_kwargs': {**kwargs, 'weight_decay': weight_decay},
       'schedule': 'step',

@@ -14,6 +14,7 @@ The script's ``ada2`` is AdaDiff (its second moment averages
 
 from collections.abc import Sequence
 
+from experiments.configs.adadiff_cifar import adam_type_kwargs
 from experiments.configs.language_model import Config
 
 # The script's `--optimizer` names and the methods of experiments.optimizers.
@@ -73,12 +74,8 @@ def get_config(*, optimizer: str = 'sgd', lr: float = 1e-3,
     raise ValueError(f'Unknown optimizer {optimizer!r}; choose one of '
                      f'{", ".join(OPTIMIZERS)}.')
   method = OPTIMIZERS[optimizer]
-  if method == 'sgd':
-    kwargs = {}
-  elif method == 'adabelief':
-    kwargs = {'b1': beta1, 'b2': beta2, 'eps': eps, 'eps_root': eps}
-  else:
-    kwargs = {'b1': beta1, 'b2': beta2, 'eps': eps}
+  kwargs = ({} if method == 'sgd'
+            else adam_type_kwargs(method, beta1, beta2, eps))
   return Config(**{
       'embed_size': emsize,
       'hidden_size': nhid,
