@@ -39,12 +39,8 @@ def programs(batch_size: int, depth: int):
   loss = resnet20.loss_function(graphdef)
   images, labels = resnet20.random_batch(batch_size)
   optimizers = resnet20.methods()
-  grad = jax.jit(jax.grad(loss, has_aux=True))
-
-  def forward_backward():
-    jax.block_until_ready(grad(params, batch_stats, images, labels))
-
-  forward_backward()
+  _, forward_backward = resnet20.gradient_program(loss, params, batch_stats,
+                                                  images, labels)
   runs = {FORWARD_BACKWARD: forward_backward}
   for label, (name, _) in VARIANTS.items():
     tx = optimizers[name]

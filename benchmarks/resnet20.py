@@ -101,6 +101,26 @@ def train_step(loss: Callable[..., Any], name: str,
   return jax.jit(step, donate_argnums=(0, 1), **jit_kwargs)
 
 
+def gradient_program(loss: Callable[..., Any], *arguments):
+  """The gradient of `loss` as a program of its own, compiled and run once.
+
+  Args:
+    loss: from :func:`loss_function`.
+    *arguments: its arguments: ``params, batch_stats, images, labels``.
+
+  Returns:
+    ``(compiled, run)``: the compiled ``jax.grad`` of the loss, and a function
+    that calls it on `arguments` and returns once its work is done.
+  """
+  compiled = jax.jit(jax.grad(loss, has_aux=True)).lower(*arguments).compile()
+
+  def run():
+    jax.block_until_ready(compiled(*arguments))
+
+  run()
+  return compiled, run
+
+
 def random_batch(batch_size: int, seed: int = 1) -> tuple[jax.Array, jax.Array]:
   """Standard-normal NHWC images and uniform labels."""
   image_key, label_key = jax.random.split(jax.random.key(seed))

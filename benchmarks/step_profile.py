@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import jax
@@ -136,20 +135,12 @@ def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
                                                        depth=depth)
   loss = resnet20.loss_function(graphdef)
   images, labels = resnet20.random_batch(batch_size)
-  arguments = (params, batch_stats, images, labels)
-  compiled = jax.jit(jax.grad(loss, has_aux=True)).lower(*arguments).compile()
+  compiled, step = resnet20.gradient_program(loss, params, batch_stats,
+                                             images, labels)
   module = re.match(r'HloModule (\S+?),', compiled.as_text()).group(1)
   kinds = operation_kinds(compiled.as_text())
-
-  def step():
-    jax.block_until_ready(compiled(*arguments))
-
-  step()
-  seconds = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    step()
-    seconds.append(time.perf_counter() - start)
+  seconds = report.time_alternately({'step': step}, rounds=rounds,
+                                    warmup=0)['step']
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(traced_steps):
