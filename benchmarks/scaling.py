@@ -41,10 +41,10 @@ def sharded_spec(shape: tuple[int, ...], num_devices: int) -> P:
   """Shards the largest axis that `num_devices` divides; else replicated.
 
   Example:
-    >>> sharded_spec((3, 3, 16, 32), 8)
-    PartitionSpec(None, None, None, 'data')
-    >>> sharded_spec((10,), 4)
-    PartitionSpec()
+    >>> tuple(sharded_spec((3, 3, 16, 32), 8))
+    (None, None, None, 'data')
+    >>> tuple(sharded_spec((10,), 4))
+    ()
   """
   candidates = [axis for axis, size in enumerate(shape)
                 if size % num_devices == 0 and size >= num_devices]
