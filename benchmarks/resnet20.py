@@ -143,7 +143,8 @@ def step_program(step: Callable[..., Any], params, opt_state,
   """One blocking call of a step of :func:`train_step`, after a first one.
 
   Args:
-    step: from :func:`train_step`; it donates the parameters and the state.
+    step: from :func:`train_step`, or its compiled form; it donates the
+      parameters and the state.
     params: the parameters to start from (donated: pass a copy).
     opt_state: the optimizer state to start from.
     *inputs: the rest of the step's arguments: ``batch_stats, images,

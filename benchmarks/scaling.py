@@ -96,7 +96,8 @@ def build(*, num_devices: int, method: str, batch_size: int, depth: int):
               jax.device_put(batch_stats, stats_sharding),
               jax.device_put(images, batch_sharding),
               jax.device_put(labels, batch_sharding))
-    memory = step.lower(*inputs).compile().memory_analysis()
+    compiled = step.lower(*inputs).compile()
+    memory = compiled.memory_analysis()
     info[layout] = {
         'program_bytes': (memory.argument_size_in_bytes
                           + memory.output_size_in_bytes
@@ -104,7 +105,7 @@ def build(*, num_devices: int, method: str, batch_size: int, depth: int):
                           + memory.temp_size_in_bytes),
         'state_bytes': _device_bytes(inputs[1]),
     }
-    programs[layout] = resnet20.step_program(step, *inputs)
+    programs[layout] = resnet20.step_program(compiled, *inputs)
   return programs, info
 
 
