@@ -91,9 +91,12 @@ def _run_overrides(args) -> dict[str, Any]:
           'progress_bar': not args.no_progress}
 
 
-def _train(config, workdir: str) -> int:
-  from experiments import train  # pylint: disable=g-import-not-at-top
-  history = train.train_and_evaluate(config, workdir)
+def _train(config, workdir: str, train_and_evaluate=None) -> int:
+  """Runs `train_and_evaluate` (default: the image classifiers' loop)."""
+  if train_and_evaluate is None:
+    from experiments import train  # pylint: disable=g-import-not-at-top
+    train_and_evaluate = train.train_and_evaluate
+  history = train_and_evaluate(config, workdir)
   print(f'Wrote {pathlib.Path(workdir) / "metrics.jsonl"}'
         + (f'; last record: {json.dumps(history[-1])}' if history else '.'))
   return 0
@@ -382,10 +385,7 @@ def _adadiff_ptb(args) -> int:
       'runs', 'adadiff_ptb', f'nlayer-{args.nlayers}',
       f'{args.optimizer}-lr{args.lr:g}-clip{args.clip}-eps{args.eps:g}'
       f'-run{args.run}')
-  history = train_lm.train_and_evaluate(config, workdir)
-  print(f'Wrote {pathlib.Path(workdir) / "metrics.jsonl"}'
-        + (f'; last record: {json.dumps(history[-1])}' if history else '.'))
-  return 0
+  return _train(config, workdir, train_lm.train_and_evaluate)
 
 
 # compare ---------------------------------------------------------------------
