@@ -130,23 +130,18 @@ def torch_steps(*, batch_norm: bool, rules: list[tuple[str, int]],
   import torch_reference
   # pylint: enable=g-import-not-at-top
   torch.manual_seed(0)
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  device = torch_reference.default_device()
   images = torch.randn(batch_size, 3, 32, 32, device=device)
   labels = torch.randint(0, resnet20.NUM_CLASSES, (batch_size,), device=device)
   programs = {}
   for rule, passes in rules:
     model = torch_reference.CifarResNet(depth, batch_norm=batch_norm).to(device)
     step = torch_reference.train_step(model, rule, evaluations=passes)
-
-    def run(step=step):
-      step(images, labels)
-      if device == 'cuda':
-        torch.cuda.synchronize()
-
+    run = torch_reference.blocking(
+        lambda step=step: step(images, labels), device)
     run()
     programs[torch_label(rule, passes)] = run
-  info = {'device': (torch.cuda.get_device_name() if device == 'cuda'
-                     else f'CPU ({torch.get_num_threads()} threads)'),
+  info = {'device': torch_reference.device_description(device),
           'params': sum(p.numel() for p in model.parameters()),
           'torch': torch.__version__}
   return programs, info

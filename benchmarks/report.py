@@ -143,16 +143,16 @@ def _environment(values: Mapping[str, str]):
 
 def time_in_alternation(
     workers: Mapping[str, Worker], *, rounds: int, warmup: int = 1,
-    min_seconds: float = 0.0,
+    min_seconds: float = 0.0, one_build_at_a_time: bool = False,
 ) -> tuple[dict[tuple[str, str], list[float]], dict[str, dict[str, Any]]]:
   """Seconds per call of every program of every worker, timed in alternation.
 
   Each worker is a fresh Python process (started with ``spawn``, so that each
-  can have its own XLA flags); they build their programs concurrently, then
-  each round calls every program of every worker once, one at a time. JAX's
-  GPU memory is not preallocated in the workers (``XLA_PYTHON_CLIENT_PREALLOCATE
-  =false`` unless a worker's ``env`` says otherwise), as several may share one
-  GPU.
+  can have its own XLA flags); they build their programs (concurrently unless
+  told otherwise), then each round calls every program of every worker once,
+  one at a time. JAX's GPU memory is not preallocated in the workers
+  (``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless a worker's ``env`` says
+  otherwise), as several may share one GPU.
 
   Args:
     workers: label -> worker.
@@ -160,6 +160,8 @@ def time_in_alternation(
     warmup: untimed rounds before them.
     min_seconds: a sample repeats its program until this much time has passed
       and is the mean of the calls, for steps too short to time one by one.
+    one_build_at_a_time: start each worker once the one before it has built
+      its programs, for builds that time something themselves (compilation).
 
   Returns:
     ``(samples, info)``: ``samples[label, program]`` holds one time per round;
@@ -167,6 +169,13 @@ def time_in_alternation(
   """
   context = multiprocessing.get_context('spawn')
   connections, processes, programs, info = {}, [], {}, {}
+
+  def wait_until_built(label):
+    status, names, facts = connections[label].recv()
+    if status == 'error':
+      raise RuntimeError(f'Worker {label!r} failed:\n{names}')
+    programs[label], info[label] = names, facts
+
   try:
     for label, worker in workers.items():
       parent, child = context.Pipe()
@@ -178,11 +187,11 @@ def time_in_alternation(
         process.start()
       connections[label] = parent
       processes.append(process)
-    for label, connection in connections.items():
-      status, names, facts = connection.recv()
-      if status == 'error':
-        raise RuntimeError(f'Worker {label!r} failed:\n{names}')
-      programs[label], info[label] = names, facts
+      if one_build_at_a_time:
+        wait_until_built(label)
+    for label in connections:
+      if label not in programs:
+        wait_until_built(label)
     samples = {(label, name): [] for label in workers for name in programs[label]}
     for round_index in range(warmup + rounds):
       for label, name in samples:

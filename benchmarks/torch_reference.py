@@ -19,6 +19,25 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def default_device() -> str:
+  """A GPU where PyTorch sees one, else the CPU."""
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def device_description(device: str) -> str:
+  return (torch.cuda.get_device_name() if device == 'cuda'
+          else f'CPU ({torch.get_num_threads()} threads)')
+
+
+def blocking(function: Callable[[], object], device: str) -> Callable[[], None]:
+  """`function`, returning once the device has done its work (for timing)."""
+  def run():
+    function()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+  return run
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions around a parameter-free (option A) shortcut."""
 
@@ -112,16 +131,26 @@ class AdaDiff(torch.optim.Optimizer):
         param.addcdiv_(state['mu'], state['nu'].sqrt(), value=-step_size)
 
 
-# The update rules, as the papers' code builds them: name -> optimizer factory.
+# The update rules, as the papers' code builds them: name -> optimizer factory,
+# ``factory(params, **options)``; the options (``fused=True``) go to the
+# ``torch.optim`` constructor of the rules in ``FUSED_RULES``.
 # AdaLoss is SGD on the loss divided by b_t (see `train_step`).
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    'sgd': lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=5e-4),
-    'adaloss': lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=5e-4),
-    'adam': lambda p: torch.optim.Adam(p, lr=1e-3),
-    'adam_l2': lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=5e-4),
-    'adamw': lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=5e-4),
+    'sgd': lambda p, **options: torch.optim.SGD(
+        p, lr=0.1, weight_decay=5e-4, **options),
+    'adaloss': lambda p, **options: torch.optim.SGD(
+        p, lr=0.1, weight_decay=5e-4, **options),
+    'adam': lambda p, **options: torch.optim.Adam(p, lr=1e-3, **options),
+    'adam_l2': lambda p, **options: torch.optim.Adam(
+        p, lr=1e-3, weight_decay=5e-4, **options),
+    'adamw': lambda p, **options: torch.optim.AdamW(
+        p, lr=1e-3, weight_decay=5e-4, **options),
     'adadiff': lambda p: AdaDiff(p, lr=1e-3, weight_decay=5e-4),
 }
+# The rules whose optimizer has PyTorch's fused kernel, one pass per tensor
+# for all its outputs (``fused=True``); without it, ``torch.optim`` runs a
+# loop over the tensors on a CPU and its multi-tensor (foreach) form on a GPU.
+FUSED_RULES = frozenset({'sgd', 'adaloss', 'adam', 'adam_l2', 'adamw'})
 
 
 def train_step(model: nn.Module, rule: str, *,

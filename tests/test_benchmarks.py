@@ -73,6 +73,27 @@ def test_every_method_of_the_update_cost_table_compiles():
     update_cost.compile_step(tx, params, grads).run()
 
 
+def test_the_update_cost_tables_come_from_both_workers_programs():
+  shapes = {'w': (16, 8), 'b': (8,)}
+  programs, info = update_cost.jax_steps(shapes=shapes)
+  assert set(programs) == {'copy', *update_cost.methods()}
+  assert set(info['steps']) == set(update_cost.methods())
+  samples = report.time_alternately(programs, rounds=1, warmup=0)
+  table = update_cost.cost_table(samples, info, rounds=1, min_seconds=0.0)
+  for name in update_cost.methods():
+    assert f'\n| {name} | ' in table
+  assert set(update_cost.TORCH_COUNTERPARTS) <= set(update_cost.methods())
+  pytest.importorskip('torch')
+  rules = {rule for rule, _ in update_cost.TORCH_COUNTERPARTS.values()}
+  torch_programs, torch_info = update_cost.torch_steps(shapes=shapes,
+                                                       rules=sorted(rules))
+  assert {'adam', 'adam, fused', 'adadiff'} <= set(torch_programs)
+  torch_samples = report.time_alternately(torch_programs, rounds=1, warmup=0)
+  table = update_cost.torch_table(samples, torch_samples, torch_info)
+  for name in update_cost.TORCH_COUNTERPARTS:
+    assert f'\n| {name} | ' in table
+
+
 def test_sharded_spec_picks_the_largest_divisible_axis():
   P = jax.sharding.PartitionSpec
   assert scaling.sharded_spec((3, 3, 16, 64), 8) == P(None, None, None, 'data')
