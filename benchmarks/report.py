@@ -212,6 +212,22 @@ def time_in_alternation(
         process.kill()
 
 
+def _platform_facts():
+  return {}, {'platform': jax.devices()[0].platform,
+              'devices': jax.device_count()}
+
+
+def jax_platform() -> tuple[str, int]:
+  """JAX's platform (``'cpu'``, ``'gpu'``, ...) and its number of devices.
+
+  Found in a worker process, so that the calling process never starts JAX's
+  backend, which would take a GPU's memory from the workers it then starts.
+  """
+  _, info = time_in_alternation({'probe': Worker(_platform_facts)}, rounds=0,
+                                warmup=0)
+  return info['probe']['platform'], info['probe']['devices']
+
+
 def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
   """Median of the round-by-round ratios of two programs timed in alternation.
 

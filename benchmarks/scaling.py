@@ -15,8 +15,8 @@ from each compiled program: its arguments, outputs (less those that reuse a
 donated argument) and temporaries, and, separately, the optimizer state's own
 bytes on one device. On a CPU, forced host devices share the machine's cores,
 so more devices cannot run faster there: the table shows what the sharding
-costs and saves, not a speed-up. On a GPU host, the workers use as many of the
-real devices as they are given.
+costs and saves, not a speed-up. On a GPU host the device counts are those of
+1, 2, 4 and 8 that it has, and the workers use as many of its real devices.
 
     python benchmarks/scaling.py                  # prints the table
     python benchmarks/scaling.py --method acme --rounds 5
@@ -111,7 +111,9 @@ def build(*, num_devices: int, method: str, batch_size: int, depth: int):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--devices', type=int, nargs='+', default=[1, 2, 4, 8])
+  parser.add_argument('--devices', type=int, nargs='+',
+                      help='device counts (default: 1, 2, 4, 8, forced host '
+                      "devices on a CPU; on a GPU host, those the host has)")
   parser.add_argument('--method', default='adamw',
                       choices=list(resnet20.methods()))
   parser.add_argument('--batch-size', type=int, default=128,
@@ -122,6 +124,10 @@ def main():
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')
   args = parser.parse_args()
+  if args.devices is None:
+    platform, available = report.jax_platform()
+    args.devices = [n for n in (1, 2, 4, 8)
+                    if platform == 'cpu' or n <= available]
 
   workers = {}
   for n in args.devices:

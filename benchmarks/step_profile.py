@@ -39,6 +39,17 @@ import resnet20
 KINDS = ('convolution', 'matrix product', 'transpose or copy', 'reduction',
          'elementwise and other')
 
+# The settings profiled on a CPU (XLA_SETTINGS' flags are XLA:CPU's; a GPU
+# profiles its default alone): those that decide where the transposes' time
+# goes.
+CPU_SETTINGS = [
+    'default', 'YNNPACK fusions off', 'instruction fusion off',
+    'instruction fusion and YNNPACK fusions off',
+    'YNNPACK for elementwise ops only',
+    'YNNPACK for elementwise ops and reductions',
+    'YNNPACK for elementwise ops and reductions, instruction fusion off',
+]
+
 _COMPUTATION = re.compile(r'^(?:ENTRY )?%(\S+) .*\{$')
 # `%name = shape opcode(operands), attributes`; a tuple shape is parenthesised.
 _INSTRUCTION = re.compile(
@@ -109,16 +120,25 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
 
 
 def traced_times(trace_dir: str, module: str) -> dict[str, float]:
-  """Microseconds that each operation of `module` took in a trace, summed."""
-  totals = collections.Counter()
+  """Microseconds that each operation of `module` took in a trace, summed.
+
+  An operation's events are its device's where the trace has a device's
+  (``/device:GPU:0``, a GPU's kernels), else the host's (XLA:CPU's thunks):
+  a GPU's host may record the launches under the same names.
+  """
+  host, device = collections.Counter(), collections.Counter()
   for path in pathlib.Path(trace_dir).rglob('*.trace.json.gz'):
     with gzip.open(path) as f:
-      events = json.load(f)
-    for event in events.get('traceEvents', []):
+      events = json.load(f).get('traceEvents', [])
+    processes = {event['pid']: event['args'].get('name', '')
+                 for event in events if event.get('ph') == 'M'
+                 and event.get('name') == 'process_name'}
+    for event in events:
       args = event.get('args', {})
       if event.get('ph') == 'X' and args.get('hlo_module') == module:
-        totals[args['hlo_op']] += event['dur']
-  return totals
+        on_device = processes.get(event['pid'], '').startswith('/device:')
+        (device if on_device else host)[args['hlo_op']] += event['dur']
+  return device or host
 
 
 def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
@@ -183,11 +203,13 @@ def table(args) -> tuple[str, str]:
       f'{args.rounds} blocking calls; the other columns are milliseconds per '
       f'call of its operations by kind, summed over {args.traced_steps} calls '
       "under JAX's profiler (operations that overlap are each counted, so a "
-      'row may sum to more than its step). On XLA:CPU the convolutions that '
-      "Eigen computes (all of them with YNNPACK fusions off) run "
-      'asynchronously and their events time only their launch, so there the '
-      'convolution column is not what they cost; the other columns are '
-      'synchronous loops. XLA_FLAGS of each setting as in `end_to_end.py`.',
+      'row may sum to more than its step). '
+      + ('On XLA:CPU the convolutions that Eigen computes (all of them with '
+         'YNNPACK fusions off) run asynchronously and their events time only '
+         'their launch, so there the convolution column is not what they '
+         'cost; the other columns are synchronous loops. '
+         if first['platform'] == 'cpu' else '')
+      + 'XLA_FLAGS of each setting as in `end_to_end.py`.',
       '',
       '| XLA setting | BatchNorm | step (ms) | ' + ' | '.join(KINDS)
       + ' | transposes and copies in the program |',
@@ -220,14 +242,8 @@ def main():
                       default=['on', 'off'])
   parser.add_argument('--settings', nargs='+',
                       choices=list(end_to_end.XLA_SETTINGS),
-                      default=[
-                          'default', 'YNNPACK fusions off',
-                          'instruction fusion off',
-                          'instruction fusion and YNNPACK fusions off',
-                          'YNNPACK for elementwise ops only',
-                          'YNNPACK for elementwise ops and reductions',
-                          'YNNPACK for elementwise ops and reductions, '
-                          'instruction fusion off'])
+                      help='XLA settings of end_to_end.py (default: those of '
+                      'CPU_SETTINGS on a CPU, the default alone elsewhere)')
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')
   parser.add_argument('--profile-worker', action='store_true',
@@ -243,6 +259,9 @@ def main():
             traced_steps=args.traced_steps)
         for batch_norm in args.batch_norm}))
     return
+  if args.settings is None:
+    platform, _ = report.jax_platform()
+    args.settings = CPU_SETTINGS if platform == 'cpu' else ['default']
   markdown, platform = table(args)
   print(markdown)
   if args.write:

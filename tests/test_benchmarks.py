@@ -3,6 +3,8 @@
 Nothing here is timed; the scripts' own runs produce BENCHMARKS.md.
 """
 
+import gzip
+import json
 import pathlib
 import sys
 
@@ -145,6 +147,37 @@ def test_step_profile_tells_a_programs_operations_apart():
   assert set(kinds.values()) <= set(step_profile.KINDS)
   assert {'convolution', 'matrix product', 'transpose or copy',
           'reduction'} <= set(kinds.values())
+
+
+def test_step_profile_counts_a_devices_events_over_its_hosts(tmp_path):
+  def process(pid, name):
+    return {'ph': 'M', 'name': 'process_name', 'pid': pid,
+            'args': {'name': name}}
+
+  def event(pid, op, duration, module='jit_step'):
+    return {'ph': 'X', 'pid': pid, 'name': op, 'dur': duration,
+            'args': {'hlo_module': module, 'hlo_op': op}}
+
+  def write(name, events):
+    with gzip.open(tmp_path / name / 'x.trace.json.gz', 'wt') as f:
+      json.dump({'traceEvents': events}, f)
+
+  (tmp_path / 'cpu').mkdir()
+  write('cpu', [process(1, '/host:CPU'), event(1, 'fusion', 5),
+                event(1, 'fusion', 2), event(1, 'other', 9, module='jit_x')])
+  assert step_profile.traced_times(tmp_path / 'cpu', 'jit_step') == {
+      'fusion': 7}
+  (tmp_path / 'gpu').mkdir()
+  write('gpu', [process(1, '/host:CPU'), process(2, '/device:GPU:0'),
+                event(1, 'fusion', 1), event(2, 'fusion', 30),
+                event(2, 'convolution', 40)])
+  assert step_profile.traced_times(tmp_path / 'gpu', 'jit_step') == {
+      'fusion': 30, 'convolution': 40}
+
+
+def test_jax_platform_is_found_in_a_worker():
+  assert report.jax_platform() == (jax.devices()[0].platform,
+                                   jax.device_count())
 
 
 def test_step_profile_finds_the_operations_in_the_trace():
