@@ -50,6 +50,11 @@ CPU_SETTINGS = [
     'YNNPACK for elementwise ops and reductions, instruction fusion off',
 ]
 
+# XLA:GPU's command buffers (CUDA graphs) run many operations as one, and
+# the profiler then names each kernel by its command buffer instead of its
+# operation; the flag is XLA's on every platform and does nothing on a CPU.
+PROFILE_FLAGS = '--xla_gpu_enable_command_buffer='
+
 _COMPUTATION = re.compile(r'^(?:ENTRY )?%(\S+) .*\{$')
 # `%name = shape opcode(operands), attributes`; a tuple shape is parenthesised.
 _INSTRUCTION = re.compile(
@@ -180,14 +185,16 @@ def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
 
 
 def run_setting(flags: str, args) -> dict[str, dict[str, Any]]:
-  """:func:`profile` with and without BatchNorm in a process with `flags`."""
+  """:func:`profile` with and without BatchNorm in a process with `flags`
+  (and ``PROFILE_FLAGS``)."""
   command = [sys.executable, __file__, '--profile-worker',
              '--batch-size', str(args.batch_size), '--depth', str(args.depth),
              '--rounds', str(args.rounds),
              '--traced-steps', str(args.traced_steps),
              '--batch-norm', *('on' if b else 'off' for b in args.batch_norm)]
-  output = subprocess.run(command, env={**os.environ, 'XLA_FLAGS': flags},
-                          check=True, capture_output=True, text=True).stdout
+  env = {**os.environ, 'XLA_FLAGS': f'{flags} {PROFILE_FLAGS}'.strip()}
+  output = subprocess.run(command, env=env, check=True, capture_output=True,
+                          text=True).stdout
   return json.loads(output.splitlines()[-1])
 
 
@@ -208,7 +215,9 @@ def table(args) -> tuple[str, str]:
          'YNNPACK fusions off) run asynchronously and their events time only '
          'their launch, so there the convolution column is not what they '
          'cost; the other columns are synchronous loops. '
-         if first['platform'] == 'cpu' else '')
+         if first['platform'] == 'cpu' else
+         "XLA's command buffers are off (`" + PROFILE_FLAGS + '`), as they '
+         'hide which operation a kernel is. ')
       + 'XLA_FLAGS of each setting as in `end_to_end.py`.',
       '',
       '| XLA setting | BatchNorm | step (ms) | ' + ' | '.join(KINDS)
