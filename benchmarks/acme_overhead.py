@@ -52,9 +52,7 @@ def programs(batch_size: int, depth: int):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--batch-size', type=int, default=128)
-  parser.add_argument('--depth', type=int, default=20,
-                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
+  resnet20.add_model_arguments(parser)
   parser.add_argument('--rounds', type=int, default=20,
                       help='timed steps of each variant, one per round')
   parser.add_argument('--write', action='store_true',

@@ -8,6 +8,7 @@ evaluates the loss and gradient again at its look-ahead point (and at the ASAM
 point). BatchNorm statistics go in and come out of every step.
 """
 
+import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,14 @@ from experiments import models
 import optax_adaptive
 
 NUM_CLASSES = 10
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *,
+                        batch_help: str | None = None) -> None:
+  """The command-line flags ``--batch-size`` and ``--depth`` of the scripts."""
+  parser.add_argument('--batch-size', type=int, default=128, help=batch_help)
+  parser.add_argument('--depth', type=int, default=20,
+                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
 
 
 def methods() -> dict[str, optax.GradientTransformationExtraArgs]:

@@ -116,10 +116,8 @@ def main():
                       "devices on a CPU; on a GPU host, those the host has)")
   parser.add_argument('--method', default='adamw',
                       choices=list(resnet20.methods()))
-  parser.add_argument('--batch-size', type=int, default=128,
-                      help='the global batch, split over the devices')
-  parser.add_argument('--depth', type=int, default=20,
-                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
+  resnet20.add_model_arguments(
+      parser, batch_help='the global batch, split over the devices')
   parser.add_argument('--rounds', type=int, default=10)
   parser.add_argument('--write', action='store_true',
                       help='update this section of BENCHMARKS.md')

@@ -240,9 +240,7 @@ def _norm_key(batch_norm: bool) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--batch-size', type=int, default=128)
-  parser.add_argument('--depth', type=int, default=20,
-                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
+  resnet20.add_model_arguments(parser)
   parser.add_argument('--rounds', type=int, default=7,
                       help='timed calls of each program')
   parser.add_argument('--traced-steps', type=int, default=3,
