@@ -5,7 +5,6 @@ optax transformation in test_common.py.
 """
 
 import functools
-import importlib
 
 import chex
 import hypothesis
@@ -17,9 +16,7 @@ import optax
 import pytest
 
 import optax_adaptive
-
-# The module itself, for its table: `optax_adaptive.acme` is the function.
-acme_module = importlib.import_module('optax_adaptive.acme')
+from optax_adaptive._src import acme as acme_module
 
 
 def table_oracle(loss0, loss1, slope0, slope1, lr, b1):

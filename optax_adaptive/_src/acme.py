@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive import _validation
+from optax_adaptive._src import validation
 
 class AcmeBranch(enum.IntEnum):
   """Values of :attr:`AcmeState.branch`: the row of the step-size table taken."""
@@ -273,13 +273,13 @@ def acme(
         '`learning_rate` of acme is the initial rate, a float: acme adapts the '
         'rate itself, and its leap follows an internal cosine factor over '
         '`schedule_steps`.')
-  _validation.check_positive('learning_rate', learning_rate)
-  _validation.check_beta('b1', b1)
-  _validation.check_beta('b2', b2)
-  _validation.check_non_negative('eps', eps)
-  _validation.check_non_negative('weight_decay', weight_decay)
-  _validation.check_non_negative('rho', rho)
-  _validation.check_non_negative('eta', eta)
+  validation.check_positive('learning_rate', learning_rate)
+  validation.check_beta('b1', b1)
+  validation.check_beta('b2', b2)
+  validation.check_non_negative('eps', eps)
+  validation.check_non_negative('weight_decay', weight_decay)
+  validation.check_non_negative('rho', rho)
+  validation.check_non_negative('eta', eta)
   if not isinstance(schedule_steps, int) or schedule_steps < 1:
     raise ValueError(
         f'`schedule_steps` must be an integer >= 1, got {schedule_steps!r}.')

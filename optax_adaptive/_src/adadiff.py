@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive import _validation
+from optax_adaptive._src import validation
 
 
 class ScaleByAdaDiffState(NamedTuple):
@@ -90,9 +90,9 @@ def scale_by_adadiff(
     gradient, 2021 (code: `deerOfHd/AdaDiff_v1
     <https://github.com/deerOfHd/AdaDiff_v1>`_).
   """
-  _validation.check_beta('b1', b1)
-  _validation.check_beta('b2', b2)
-  _validation.check_non_negative('eps', eps)
+  validation.check_beta('b1', b1)
+  validation.check_beta('b2', b2)
+  validation.check_non_negative('eps', eps)
 
   def init_fn(params):
     return ScaleByAdaDiffState(
@@ -217,8 +217,8 @@ def adadiff(
     gradient, 2021 (code: `deerOfHd/AdaDiff_v1
     <https://github.com/deerOfHd/AdaDiff_v1>`_).
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_non_negative('weight_decay', weight_decay)
+  validation.check_learning_rate(learning_rate)
+  validation.check_non_negative('weight_decay', weight_decay)
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       scale_by_adadiff(b1=b1, b2=b2, eps=eps, accumulate_eps=accumulate_eps,

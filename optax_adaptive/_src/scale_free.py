@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive import _validation
+from optax_adaptive._src import validation
 
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
 
@@ -66,19 +66,19 @@ def _scheduled_weight_decay(
   leaf. The base rate is read once, at `init`: under `optax.inject_hyperparams`
   the injected rate at step 0 is then the base of the later ones.
   """
-  _validation.check_non_negative('weight_decay', weight_decay)
-  _validation.check_learning_rate(learning_rate)
+  validation.check_non_negative('weight_decay', weight_decay)
+  validation.check_learning_rate(learning_rate)
   if base_learning_rate is None and not decay_with_learning_rate:
     initial = learning_rate(0) if callable(learning_rate) else learning_rate
     try:
-      _validation.check_positive('learning_rate', initial)
+      validation.check_positive('learning_rate', initial)
     except ValueError as error:
       raise ValueError(
           f'{error} The decay is scaled by learning_rate(t) / learning_rate(0):'
           ' pass `base_learning_rate` for a schedule that starts at zero.'
       ) from None
   elif base_learning_rate is not None:
-    _validation.check_positive('base_learning_rate', base_learning_rate)
+    validation.check_positive('base_learning_rate', base_learning_rate)
 
   def rate_at(count):
     rate = learning_rate(count) if callable(learning_rate) else learning_rate
@@ -227,9 +227,9 @@ def _scale_by_adam(b1, b2, eps, mu_dtype) -> optax.GradientTransformation:
   stay finite. Where every entry is usable the updates and the state are
   exactly those of :func:`optax.scale_by_adam`, whose state this keeps.
   """
-  _validation.check_beta('b1', b1)
-  _validation.check_beta('b2', b2)
-  _validation.check_non_negative('eps', eps)
+  validation.check_beta('b1', b1)
+  validation.check_beta('b2', b2)
+  validation.check_non_negative('eps', eps)
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
 
   def update_fn(updates, state, params=None):
@@ -300,8 +300,8 @@ def adam_l2(
     Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_non_negative('weight_decay', weight_decay)
+  validation.check_learning_rate(learning_rate)
+  validation.check_non_negative('weight_decay', weight_decay)
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask),
       _scale_by_adam(b1, b2, eps, mu_dtype),
