@@ -73,6 +73,7 @@ def test_the_sdist_holds_no_experiments_benchmarks_or_tests(distributions):
   top_folders = {f.split('/')[0] for f in distributions['sdist'] if '/' in f}
   assert top_folders <= {'optax_adaptive', 'optax_adaptive.egg-info'}
   assert 'pyproject.toml' in distributions['sdist']
+  assert 'optax_adaptive/_src/acme.py' in distributions['sdist']
 
 
 def test_the_wheel_requires_jax_optax_and_chex_alone(distributions):
