@@ -456,11 +456,6 @@ _STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'schedule',
                 'label_smoothing')
 
 
-def _settings_key(config, fields: tuple[str, ...]) -> str:
-  """The `fields` of `config` as one JSON string: a cache key of its steps."""
-  return json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True)
-
-
 class _Steps:
   """A model's and an optimizer's jitted functions, compiled once per process.
 
@@ -588,7 +583,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
 
-  steps = _compiled_steps(graphdef, _settings_key(config, _STEP_FIELDS),
+  steps = _compiled_steps(graphdef,
+                          default_config.settings_key(config, _STEP_FIELDS),
                           num_steps_per_epoch, mesh)
 
   def checkpoint_due():

@@ -72,12 +72,12 @@ from flax import nnx
 from experiments import lm_pipeline
 from experiments import optimizers
 from experiments import ptb
+from experiments.configs import default as default_config
 from experiments.configs.language_model import Config
 from experiments.models import awd_lstm
 # The run's files and checkpoints are the image classifiers' own.
 from experiments.train import _Progress
 from experiments.train import _Run
-from experiments.train import _settings_key
 
 _LOG = logging.getLogger(__name__)
 # Methods whose step is proportional to the rate, with a state independent of
@@ -349,7 +349,8 @@ def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
     ``totals`` summing the windows' raw losses (``loss_sum``) and counting them
     (``count``); ``state`` and ``totals`` are donated.
   """
-  return _compiled_train_step(graphdef, _settings_key(config, _STEP_FIELDS))
+  return _compiled_train_step(
+      graphdef, default_config.settings_key(config, _STEP_FIELDS))
 
 
 @functools.lru_cache(maxsize=8)
