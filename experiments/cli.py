@@ -496,26 +496,24 @@ def _add_plot(commands):
   parser.set_defaults(handler=_plot)
 
 
-def _read_metrics(folder: pathlib.Path) -> list[dict[str, Any]]:
-  return [json.loads(line) for line in
-          (folder / 'metrics.jsonl').read_text().splitlines() if line]
-
-
 def _plot(args) -> int:
+  from experiments import run_directory  # pylint: disable=g-import-not-at-top
   folder = pathlib.Path(args.run_folder)
   out = pathlib.Path(args.out or folder)
   out.mkdir(parents=True, exist_ok=True)
   written = []
   if (folder / 'metrics.jsonl').exists():
+    history = run_directory.read_metrics(folder)
     written.append(_plot_curves(out / 'curves.png', folder.name,
-                                {folder.name: _read_metrics(folder)}))
+                                {folder.name: history}))
   if (folder / 'stats').is_dir():
     written.append(_plot_histograms(out, folder / 'stats', args.stats_step))
   runs = {run.name: run for run in sorted(folder.iterdir())
           if (run / 'metrics.jsonl').exists() and (run / 'config.json').exists()
           } if folder.is_dir() else {}
   if runs:
-    histories = {name: _read_metrics(run) for name, run in runs.items()}
+    histories = {name: run_directory.read_metrics(run)
+                 for name, run in runs.items()}
     written.append(_plot_curves(out / 'runs_curves.png', folder.name,
                                 histories))
     configs = {name: json.loads((run / 'config.json').read_text())
