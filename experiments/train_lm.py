@@ -56,7 +56,6 @@ generator, so ``resume=True`` continues bit-for-bit.
 import functools
 import json
 import logging
-import math
 import pathlib
 import sys
 import time
