@@ -171,13 +171,6 @@ def run_dir(workdir: str | pathlib.Path, method: str, b0: float,
   return pathlib.Path(workdir) / method / f'b0_{b0:g}' / f'seed_{seed}'
 
 
-def _read_history(folder: pathlib.Path) -> list[dict[str, Any]]:
-  path = folder / 'metrics.jsonl'
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
 def finished_history(folder: pathlib.Path,
                      config: Config) -> list[dict[str, Any]] | None:
   """The records of the finished run of `config` in `folder`, or None.
@@ -193,6 +186,9 @@ def finished_history(folder: pathlib.Path,
   Raises:
     ValueError: if the folder holds a run of other settings.
   """
+  # Not at the top: run_directory imports JAX and Orbax, which `python -m
+  # experiments` loads only for the command that needs them.
+  from experiments import run_directory  # pylint: disable=g-import-not-at-top
   config_path = folder / 'config.json'
   if not config_path.exists():
     return None
@@ -202,7 +198,7 @@ def finished_history(folder: pathlib.Path,
     raise ValueError(
         f'{folder} holds a run with other settings ({", ".join(changed)}): '
         'choose another --workdir, or delete it to run it again.')
-  history = _read_history(folder)
+  history = run_directory.read_metrics(folder)
   if history and history[-1]['epoch'] >= config.num_epochs:
     return history
   return None

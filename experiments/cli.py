@@ -15,10 +15,14 @@ default, runs them on scikit-learn's digits without data to prepare):
 
 and two of its own:
 
-* ``compare``: every method of the library on digits, a table and a plot;
+* ``compare``: every method of the library on digits, a table and a plot
+  (``experiments.comparison``);
 * ``plot RUN_FOLDER``: training curves of a run, the magnitude histograms of
   its ``--store-stats``, and the eta0 x weight-decay heatmap of a folder of
-  runs.
+  runs (``experiments.plots``).
+
+This module only parses command lines and hands them to those modules and to
+the training loops.
 
 Every training command also takes ``--workdir``, ``--resume``, ``--max-steps``,
 ``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``. On
@@ -38,16 +42,11 @@ checkpoint that cannot be restored) prints one message and exits with status
 import argparse
 import json
 import logging
-import math
 import os
 import pathlib
-import shutil
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from experiments import adaloss_table
 from experiments.configs import acme as acme_config
@@ -411,74 +410,13 @@ def _add_compare(commands):
 
 
 def _compare(args) -> int:
-  from experiments import train  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(args.workdir)
-  started = time.perf_counter()
-  results = {}
-  configs = {
-      name: compare_config.get_config(
-          name, model=args.model, num_epochs=args.epochs,
-          batch_size=args.batch_size,
-          max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
-          resume=args.resume, progress_bar=not args.no_progress)
-      for name in args.optimizers}
-  for config in configs.values():
-    # All of them, before a run of an earlier comparison is deleted below.
-    train.check_config(config)
-  for name, config in configs.items():
-    run_dir = workdir / name
-    if not args.resume and (run_dir / 'config.json').exists():
-      shutil.rmtree(run_dir)  # a previous comparison's run: start over
-    history = train.train_and_evaluate(config, str(run_dir))
-    results[name] = history
-    print(f'{name:15s} train loss {history[-1]["train_loss"]:.4f}  '
-          f'test accuracy {history[-1]["test_accuracy"]:.4f}  '
-          f'({history[-1]["seconds"]:.0f} s)', flush=True)
-  title = (f'{args.model} on digits, {args.epochs} epochs, batch '
-           f'{args.batch_size}, seed {args.seed}')
-  (workdir / 'comparison.md').write_text(_comparison_table(title, results))
-  _plot_comparison(workdir / 'comparison.png', title, results)
-  print(f'Wrote {workdir / "comparison.md"} and {workdir / "comparison.png"} '
-        f'in {time.perf_counter() - started:.0f} s.')
+  from experiments import comparison  # pylint: disable=g-import-not-at-top
+  comparison.run_comparison(
+      args.workdir, args.optimizers, model=args.model, epochs=args.epochs,
+      batch_size=args.batch_size,
+      max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed,
+      resume=args.resume, progress_bar=not args.no_progress)
   return 0
-
-
-def _comparison_table(title: str, results: dict[str, list[dict]]) -> str:
-  lines = [f'# {title}', '',
-           '| method | settings | final train loss | test accuracy '
-           '| wall time (s) |',
-           '| --- | --- | ---: | ---: | ---: |']
-  for name, history in results.items():
-    last = history[-1]
-    lines.append(f'| {name} | {compare_config.describe(name)} '
-                 f'| {last["train_loss"]:.4f} | {last["test_accuracy"]:.4f} '
-                 f'| {last["seconds"]:.0f} |')
-  return '\n'.join(lines) + '\n'
-
-
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
-def _plot_comparison(path: pathlib.Path, title: str,
-                     results: dict[str, list[dict]]) -> None:
-  plt = _pyplot()
-  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
-  for name, history in results.items():
-    epochs = [r['epoch'] for r in history]
-    loss_axis.plot(epochs, [r['train_loss'] for r in history], label=name)
-    accuracy_axis.plot(epochs, [r['test_accuracy'] for r in history],
-                       label=name)
-  loss_axis.set(xlabel='epoch', ylabel='training loss', yscale='log')
-  accuracy_axis.set(xlabel='epoch', ylabel='test accuracy')
-  accuracy_axis.legend(fontsize='small')
-  figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
 
 
 # plot ------------------------------------------------------------------------
@@ -496,152 +434,11 @@ def _add_plot(commands):
   parser.set_defaults(handler=_plot)
 
 
-def _read_metrics(folder: pathlib.Path) -> list[dict[str, Any]]:
-  return [json.loads(line) for line in
-          (folder / 'metrics.jsonl').read_text().splitlines() if line]
-
-
 def _plot(args) -> int:
-  folder = pathlib.Path(args.run_folder)
-  out = pathlib.Path(args.out or folder)
-  out.mkdir(parents=True, exist_ok=True)
-  written = []
-  if (folder / 'metrics.jsonl').exists():
-    written.append(_plot_curves(out / 'curves.png', folder.name,
-                                {folder.name: _read_metrics(folder)}))
-  if (folder / 'stats').is_dir():
-    written.append(_plot_histograms(out, folder / 'stats', args.stats_step))
-  runs = {run.name: run for run in sorted(folder.iterdir())
-          if (run / 'metrics.jsonl').exists() and (run / 'config.json').exists()
-          } if folder.is_dir() else {}
-  if runs:
-    histories = {name: _read_metrics(run) for name, run in runs.items()}
-    written.append(_plot_curves(out / 'runs_curves.png', folder.name,
-                                histories))
-    configs = {name: json.loads((run / 'config.json').read_text())
-               for name, run in runs.items()}
-    heatmap = _plot_heatmap(out / 'heatmap.png', configs, histories)
-    if heatmap:
-      written.append(heatmap)
-  if not written:
-    raise ValueError(f'Nothing to plot in {folder}: no metrics.jsonl there or '
-                     'in its subfolders.')
+  from experiments import plots  # pylint: disable=g-import-not-at-top
+  written = plots.plot_run_folder(args.run_folder, args.out, args.stats_step)
   print('Wrote ' + ', '.join(str(p) for p in written))
   return 0
-
-
-def _plot_curves(path: pathlib.Path, title: str,
-                 histories: dict[str, list[dict]]) -> pathlib.Path:
-  """Training loss and every evaluated accuracy against the epoch."""
-  plt = _pyplot()
-  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
-  for name, history in histories.items():
-    label = '' if len(histories) == 1 else f'{name} '
-    epochs = [r['epoch'] for r in history]
-    for key in sorted({k for r in history for k in r}):
-      values = [r.get(key, math.nan) for r in history]
-      if key.endswith('_loss'):
-        loss_axis.plot(epochs, values, label=f'{label}{key}')
-      elif key.endswith('_accuracy'):
-        accuracy_axis.plot(epochs, values, label=f'{label}{key}')
-  loss_axis.set(xlabel='epoch', ylabel='loss', yscale='log')
-  accuracy_axis.set(xlabel='epoch', ylabel='accuracy')
-  for axis in (loss_axis, accuracy_axis):
-    axis.legend(fontsize='x-small')
-  figure.suptitle(title, fontsize='small')
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-  return path
-
-
-def _plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
-                     step: int | None) -> pathlib.Path:
-  """The scale-free paper's histograms of magnitudes, in powers of 2.
-
-  Every layer's values are pooled, BatchNorm's left out as in the authors'
-  figures; ``update / eta0`` is the update divided by the run's base rate.
-  """
-  files = sorted(stats_dir.glob('step_*.npz'))
-  if step is not None:
-    files = [f for f in files if f.name == f'step_{step:08d}.npz']
-  if not files:
-    raise ValueError(f'No stored step {step} in {stats_dir}.'
-                     if step is not None else f'No stats in {stats_dir}.')
-  stats = np.load(files[-1])
-  pooled = {}
-  for key in stats.files:
-    if '/' not in key or any(part.startswith('bn') or 'norm' in part
-                             for part in key.split('/')[1:]):
-      continue
-    kind = key.split('/')[0]
-    pooled.setdefault(kind, []).append(np.abs(stats[key]).ravel())
-  pooled = {kind: np.concatenate(v) for kind, v in pooled.items()}
-  pooled['update / eta0'] = pooled['update'] / float(stats['learning_rate'])
-  low, high = -30, 10  # powers of 2, the authors' 1e-8 to 1e4
-  edges = 2.0 ** np.arange(low, high + 1)
-  plt = _pyplot()
-  figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 3.2))
-  for axis, (kind, values) in zip(axes, pooled.items()):
-    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1] * 0.999),
-                             bins=edges)
-    axis.bar(np.arange(low, high), counts / max(counts.sum(), 1), width=0.9)
-    axis.set(title=kind, xlabel='order of magnitude (power of 2)',
-             ylim=(0, 1))
-  axes[0].set_ylabel('proportion')
-  figure.suptitle(f'{stats_dir.parent.name}: step {int(stats["step"])}, '
-                  f'epoch {int(stats["epoch"]) + 1}', fontsize='small')
-  figure.tight_layout()
-  path = out / f'histograms_step_{int(stats["step"])}.png'
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-  return path
-
-
-def _plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
-                  histories: dict[str, list[dict]]) -> pathlib.Path | None:
-  """Final test error over the initial rate and the weight decay, per method.
-
-  The scale-free paper's figure: one panel per optimizer, the best setting
-  circled; a run that diverged counts as an error of 1.
-  """
-  grid: dict[str, dict[tuple[float, float], float]] = {}
-  for name, config in configs.items():
-    decay = config['optimizer_kwargs'].get('weight_decay')
-    last = histories[name][-1] if histories[name] else {}
-    accuracy_key = ('test_accuracy' if 'test_accuracy' in last
-                    else 'val_accuracy')
-    if decay is None or accuracy_key not in last:
-      continue
-    diverged = not math.isfinite(last.get('train_loss', 0.0))
-    grid.setdefault(config['optimizer'], {})[
-        (config['learning_rate'], decay)] = (
-            1.0 if diverged else 1.0 - last[accuracy_key])
-  if not grid:
-    return None
-  plt = _pyplot()
-  figure, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4),
-                              squeeze=False)
-  for axis, (method, errors) in zip(axes[0], sorted(grid.items())):
-    rates = sorted({r for r, _ in errors})
-    decays = sorted({d for _, d in errors})
-    table = np.full((len(rates), len(decays)), np.nan)
-    for (rate, decay), error in errors.items():
-      table[rates.index(rate), decays.index(decay)] = error
-    image = axis.imshow(table, cmap='jet', origin='lower')
-    best = np.unravel_index(np.nanargmin(table), table.shape)
-    axis.scatter([best[1]], [best[0]], s=120, facecolors='none',
-                 edgecolors='black', linewidths=2)
-    axis.set_xticks(range(len(decays)), [f'{d:g}' for d in decays],
-                    rotation=45)
-    axis.set_yticks(range(len(rates)), [f'{r:g}' for r in rates])
-    axis.set(xlabel='weight decay', ylabel='initial step size',
-             title=f'{method}: best test error {np.nanmin(table):.4f}')
-    figure.colorbar(image, ax=axis, fraction=0.046)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-  return path
 
 
 # main ------------------------------------------------------------------------

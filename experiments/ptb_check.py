@@ -16,7 +16,6 @@ the same words.
 """
 
 import argparse
-import json
 import math
 import pathlib
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 
 from experiments import cli
 from experiments import ptb
+from experiments import run_directory
 
 # Which of Mikolov's files each split of the prepared dataset is read from.
 _LAYOUT = {'ptb.train.txt': 'ptb.valid.txt', 'ptb.valid.txt': 'ptb.test.txt',
@@ -93,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      *args.flags])
   if status:
     return status
-  records = [json.loads(line) for line in
-             (workdir / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  records = run_directory.read_metrics(workdir / 'run')
   print('| epoch | train ppl | val ppl (batch 10) | test ppl (batch 1) | '
         'test ppl / unigram |')
   print('| ---: | ---: | ---: | ---: | ---: |')

@@ -13,7 +13,9 @@ Every optimizer gets the minibatch loss as ``value`` and its re-evaluation as
 ``value_fn`` (on the same batch, same dropout mask, BatchNorm statistics left as
 they were), so AdaLoss and ACME run through the same step as the others.
 
-A run writes into its working directory:
+A run writes into its working directory, the first four through
+:class:`experiments.run_directory.RunDirectory` (as ``experiments.train_lm``
+does):
 
 * ``config.json``: the :class:`~experiments.configs.default.Config`;
 * ``metrics.jsonl``: one JSON record per evaluation (epoch, step, training
@@ -27,12 +29,10 @@ A run writes into its working directory:
   gradients and updates, for the scale-free paper's magnitude histograms.
 """
 
-import dataclasses
 import difflib
 import functools
 import json
 import logging
-import os
 import pathlib
 import sys
 import time
@@ -43,7 +43,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from flax import nnx
 from jax.sharding import Mesh
@@ -53,12 +52,12 @@ from jax.sharding import PartitionSpec as P
 from experiments import input_pipeline
 from experiments import models
 from experiments import optimizers
+from experiments import run_directory
 from experiments.configs import default as default_config
 from experiments.configs.default import Config
 
 _LOG = logging.getLogger(__name__)
 _METRIC_KEYS = ('loss_sum', 'correct', 'count')
-_CHECKPOINTS_KEPT = 3
 
 
 @flax.struct.dataclass
@@ -75,10 +74,6 @@ class TrainState:
   params: nnx.State
   model_state: nnx.State
   opt_state: optax.OptState
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be restored; the message names it."""
 
 
 def _unknown(kind: str, name: str, known) -> ValueError:
@@ -255,22 +250,6 @@ def _to_host(tree):
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def _is_key(x) -> bool:
-  return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _keys_as_data(tree):
-  """Typed PRNG keys as their raw data, which Orbax stores."""
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                      tree)
-
-
-def _keys_from_data(template, tree):
-  return jax.tree.map(
-      lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
-      if _is_key(t) else x, template, tree)
-
-
 def _layer_names(tree) -> list[str]:
   """'stages/0/conv1/kernel'-style names of a parameter tree's leaves."""
   names = []
@@ -282,6 +261,19 @@ def _layer_names(tree) -> list[str]:
   return names
 
 
+def _save_stats(folder: pathlib.Path, stats, step: int, epoch: int,
+                learning_rate: float) -> None:
+  """Writes `stats` (``{'parameter', 'gradient', 'update'}`` trees) into
+  ``folder/step_STEP.npz``, a layer's array under ``KIND/LAYER``."""
+  folder.mkdir(exist_ok=True)
+  arrays = {'step': np.int64(step), 'epoch': np.int64(epoch),
+            'learning_rate': np.float64(learning_rate)}
+  for kind, tree in _to_host(stats).items():
+    for name, value in zip(_layer_names(tree), jax.tree.leaves(tree)):
+      arrays[f'{kind}/{name}'] = value
+  np.savez(folder / f'step_{step:08d}.npz', **arrays)
+
+
 def _split_prefix(split: str) -> str:
   if split.startswith('val'):
     return 'val'
@@ -290,175 +282,10 @@ def _split_prefix(split: str) -> str:
   return split
 
 
-@dataclasses.dataclass
-class _Progress:
-  """Where the run is: saved with every checkpoint."""
-  epoch: int = 0  # the epoch under way
-  batch: int = 0  # the next batch of that epoch
-  window: dict[str, float] = dataclasses.field(
-      default_factory=lambda: dict.fromkeys(_METRIC_KEYS, 0.0))
-  seconds: float = 0.0  # training and evaluation time so far
-  data: dict[str, Any] = dataclasses.field(default_factory=dict)  # iterator
-
-
-def _summary(error: Exception, length: int = 200) -> str:
-  """The type and the start of `error`'s message, on one line."""
-  text = ' '.join(str(error).split())
-  if len(text) > length:
-    text = text[:length] + ' ...'
-  return f'{type(error).__name__}: {text}'
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-  """Replaces `path` by `text` whole: a process killed meanwhile leaves the
-  old file or the new one, never a part."""
-  partial = path.with_name(path.name + '.partial')
-  partial.write_text(text)
-  os.replace(partial, path)
-
-
-class _Run:
-  """The files of a run in its working directory.
-
-  Opening a run only reads: it refuses a folder that has checkpoints unless
-  the run resumes, and a resumed run whose settings are not those of the
-  folder's ``config.json``. Nothing is written before :meth:`start`.
-  """
-
-  def __init__(self, config: Config, workdir: pathlib.Path):
-    self.workdir = workdir
-    self.is_chief = jax.process_index() == 0
-    self.config_path = workdir / 'config.json'
-    self.metrics_path = workdir / 'metrics.jsonl'
-    self.writer = None
-    # A resumed run removes what a process killed mid-save left: Orbax
-    # writes a checkpoint into a temporary folder and renames it when
-    # complete, so such folders are never restored, only in the way.
-    self.checkpoints = ocp.CheckpointManager(
-        (workdir / 'checkpoints').absolute(),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=_CHECKPOINTS_KEPT,
-            cleanup_tmp_directories=config.resume))
-    try:
-      if self.checkpoints.latest_step() is not None:
-        self._check_resumable(config)
-    except ValueError:
-      self.checkpoints.close()
-      raise
-
-  def _check_resumable(self, config: Config) -> None:
-    if not config.resume:
-      raise ValueError(
-          f'{self.workdir} already has checkpoints: resume from them '
-          '(--resume) or choose another working directory.')
-    if not self.config_path.exists():
-      return
-    try:
-      saved = json.loads(self.config_path.read_text())
-    except json.JSONDecodeError as error:
-      raise ValueError(f'Cannot read {self.config_path}: {error}.') from None
-    changed = default_config.changed_settings(saved, config)
-    if changed:
-      raise ValueError(
-          f'{self.workdir} holds a run with other settings '
-          f'({", ".join(changed)}): resume it with its own settings, or '
-          'choose another working directory.')
-
-  def restore(self, state: TrainState) -> tuple[TrainState, _Progress]:
-    """The latest checkpoint, into the structure of `state`.
-
-    Raises:
-      CheckpointError: naming the checkpoint, if it cannot be restored.
-    """
-    step = self.checkpoints.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            _keys_as_data(state))
-    try:
-      restored = self.checkpoints.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract),
-          progress=ocp.args.JsonRestore()))
-    # Orbax and TensorStore raise many kinds of errors for damaged files.
-    except Exception as error:  # pylint: disable=broad-exception-caught
-      self.checkpoints.close()
-      folder = self.checkpoints.directory
-      raise CheckpointError(
-          f'Cannot restore the checkpoint of step {step} in {folder} '
-          f'({_summary(error)}). If it is damaged, move '
-          f'{folder / str(step)} out of {folder} to resume from the one '
-          'before.') from error
-    return (_keys_from_data(state, restored.state),
-            _Progress(**restored.progress))
-
-  def start(self, config: Config, step: int) -> list[dict[str, Any]]:
-    """Writes `config` and opens the outputs of a run at `step`.
-
-    Returns:
-      The metrics records up to `step`, those of a resumed run's earlier
-      part; the later ones, written after its last checkpoint, are dropped.
-    """
-    records = []
-    if self.metrics_path.exists():
-      # A line cut short by a killed process is after the last checkpoint.
-      lines = self.metrics_path.read_text().split('\n')[:-1]
-      records = [json.loads(line) for line in lines if line]
-      records = [r for r in records if r['step'] <= step]
-    if self.is_chief:
-      self.workdir.mkdir(parents=True, exist_ok=True)
-      _write_atomically(self.config_path,
-                        json.dumps(config.to_json(), indent=2) + '\n')
-      _write_atomically(self.metrics_path,
-                        ''.join(json.dumps(r) + '\n' for r in records))
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.writer = SummaryWriter(str(self.workdir / 'tensorboard'))
-    return records
-
-  def write(self, record: dict[str, Any]) -> None:
-    if not self.is_chief:
-      return
-    with self.metrics_path.open('a') as f:
-      f.write(json.dumps(record) + '\n')
-    for key, value in record.items():
-      if key not in ('epoch', 'step'):
-        self.writer.add_scalar(key, value, record['step'])
-    self.writer.flush()
-
-  def save(self, state: TrainState, progress: _Progress) -> None:
-    saved = dataclasses.asdict(progress)
-    saved['window'] = {k: float(v) for k, v in saved['window'].items()}
-    self.checkpoints.save(
-        int(state.step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_keys_as_data(state)),
-            progress=ocp.args.JsonSave(saved)),
-        force=True)
-
-  def save_stats(self, stats, step: int, epoch: int, learning_rate: float):
-    if not self.is_chief:
-      return
-    folder = self.workdir / 'stats'
-    folder.mkdir(exist_ok=True)
-    arrays = {'step': np.int64(step), 'epoch': np.int64(epoch),
-              'learning_rate': np.float64(learning_rate)}
-    for kind, tree in _to_host(stats).items():
-      for name, value in zip(_layer_names(tree), jax.tree.leaves(tree)):
-        arrays[f'{kind}/{name}'] = value
-    np.savez(folder / f'step_{step:08d}.npz', **arrays)
-
-  def close(self) -> None:
-    self.checkpoints.wait_until_finished()
-    self.checkpoints.close()
-    if self.writer is not None:
-      self.writer.close()
-
-
 # The fields of a Config that the compiled training step depends on.
 _STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'schedule',
                 'schedule_kwargs', 'num_epochs', 'loss_multiplier',
                 'label_smoothing')
-
-
-def _settings_key(config, fields: tuple[str, ...]) -> str:
-  """The `fields` of `config` as one JSON string: a cache key of its steps."""
-  return json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True)
 
 
 class _Steps:
@@ -557,8 +384,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       prepared, before anything is written.
     experiments.input_pipeline.DatasetCorruptError: a dataset whose files
       cannot be read, before anything is written.
-    CheckpointError: the latest checkpoint cannot be restored; nothing is
-      written.
+    experiments.run_directory.CheckpointError: the latest checkpoint cannot
+      be restored; nothing is written.
   """
   check_config(config)
   workdir = pathlib.Path(workdir)
@@ -577,9 +404,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   full_epoch = train_batches.steps_per_epoch
   num_steps_per_epoch = min(full_epoch, config.max_steps_per_epoch or full_epoch)
   graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
-  run = _Run(config, workdir)
-  progress = _Progress()
-  if run.checkpoints.latest_step() is not None:
+  run = run_directory.RunDirectory(config, workdir)
+  progress = run_directory.Progress(
+      window=dict.fromkeys(_METRIC_KEYS, 0.0))
+  if run.latest_step() is not None:
     state, progress = run.restore(state)
     if progress.data:
       train_batches.set_state(progress.data)
@@ -588,7 +416,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
 
-  steps = _compiled_steps(graphdef, _settings_key(config, _STEP_FIELDS),
+  steps = _compiled_steps(graphdef,
+                          default_config.settings_key(config, _STEP_FIELDS),
                           num_steps_per_epoch, mesh)
 
   def checkpoint_due():
@@ -616,9 +445,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
           state, window, _to_global(batch, batch_sharding))
       progress.batch += 1
       bar.update()
-      if with_stats:
-        run.save_stats(stats[0], int(state.step), progress.epoch,
-                       float(optimizer.learning_rate(int(state.step) - 1)))
+      if with_stats and run.is_chief:
+        _save_stats(workdir / 'stats', stats[0], int(state.step),
+                    progress.epoch,
+                    float(optimizer.learning_rate(int(state.step) - 1)))
       if progress.batch < stop and checkpoint_due():
         # The last batch of the loop is checkpointed below, with the epoch
         # it ends counted.

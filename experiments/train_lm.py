@@ -46,7 +46,8 @@ data-parallel.
 A run writes into its working directory what ``experiments.train`` writes
 (``config.json``, ``metrics.jsonl`` and ``tensorboard/`` with one record per
 epoch: train, val and test loss and perplexity, the epoch's learning rate;
-``checkpoints/``), through the same ``_Run``. A checkpoint holds the
+``checkpoints/``), through the same
+:class:`experiments.run_directory.RunDirectory`. A checkpoint holds the
 parameters, the optimizer state, the carried LSTM state, the dropout RNG
 streams, the position in the epoch and the state of the window-length
 generator, so ``resume=True`` continues bit-for-bit.
@@ -55,7 +56,6 @@ generator, so ``resume=True`` continues bit-for-bit.
 import functools
 import json
 import logging
-import math
 import pathlib
 import sys
 import time
@@ -72,12 +72,10 @@ from flax import nnx
 from experiments import lm_pipeline
 from experiments import optimizers
 from experiments import ptb
+from experiments import run_directory
+from experiments.configs import default as default_config
 from experiments.configs.language_model import Config
 from experiments.models import awd_lstm
-# The run's files and checkpoints are the image classifiers' own.
-from experiments.train import _Progress
-from experiments.train import _Run
-from experiments.train import _settings_key
 
 _LOG = logging.getLogger(__name__)
 # Methods whose step is proportional to the rate, with a state independent of
@@ -349,7 +347,8 @@ def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
     ``totals`` summing the windows' raw losses (``loss_sum``) and counting them
     (``count``); ``state`` and ``totals`` are donated.
   """
-  return _compiled_train_step(graphdef, _settings_key(config, _STEP_FIELDS))
+  return _compiled_train_step(
+      graphdef, default_config.settings_key(config, _STEP_FIELDS))
 
 
 @functools.lru_cache(maxsize=8)
@@ -408,9 +407,9 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   vocab_size, tokens = load_splits(config)
   train_data = lm_pipeline.batchify(tokens['train'], config.batch_size)
   graphdef, state, _ = create_train_state(config, vocab_size)
-  run = _Run(config, workdir)
-  progress = _Progress(window=_zero_totals())
-  if run.checkpoints.latest_step() is not None:
+  run = run_directory.RunDirectory(config, workdir)
+  progress = run_directory.Progress(window=_zero_totals())
+  if run.latest_step() is not None:
     state, progress = run.restore(state)
     _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
   history = run.start(config, int(state.step))

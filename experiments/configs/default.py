@@ -8,7 +8,7 @@ from each paper's own flags.
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 RUN_CONTROLS = ('resume', 'progress_bar', 'max_steps', 'checkpoint_every_steps',
@@ -131,3 +131,25 @@ def changed_settings(saved: Mapping[str, Any], config: Config) -> list[str]:
   saved, wanted = (json.loads(json.dumps(c)) for c in (saved, config.to_json()))
   return sorted(k for k in saved.keys() | wanted.keys()
                 if k not in RUN_CONTROLS and saved.get(k) != wanted.get(k))
+
+
+def settings_key(config, fields: Sequence[str]) -> str:
+  """The `fields` of `config` as one JSON string, a key for caches.
+
+  The training loops compile their steps once per key, so that runs of the
+  same settings in a process (a resumed run, the same settings again) share
+  them.
+
+  Args:
+    config: a run's configuration (this module's :class:`Config` or another
+      dataclass of JSON values, such as the language model's).
+    fields: the names of the fields the cached value depends on.
+
+  Returns:
+    The JSON object of those fields, its keys sorted.
+
+  Example:
+    >>> settings_key(get_config(), ('optimizer', 'learning_rate'))
+    '{"learning_rate": 0.001, "optimizer": "adamw"}'
+  """
+  return json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True)

@@ -35,9 +35,12 @@ def _conv(in_features, out_features, kernel_size, stride, rngs):
               kernel_init=KAIMING_NORMAL_FAN_OUT, rngs=rngs)
 
 
-def _average_pool_2x2(x):
-  # PyTorch's AvgPool2d(2, ceil_mode=True): a window that overhangs an odd edge
-  # averages only the pixels it covers.
+def average_pool_2x2(x: jax.Array) -> jax.Array:
+  """The shortcut's 2x2 average pool of NHWC `x`, stride 2, size rounded up.
+
+  As PyTorch's ``AvgPool2d(2, ceil_mode=True)`` of the reference code: a
+  window that overhangs an odd edge averages only the pixels it covers.
+  """
   padding = ((0, x.shape[1] % 2), (0, x.shape[2] % 2))
   return nnx.avg_pool(x, (2, 2), strides=(2, 2), padding=padding,
                       count_include_pad=False)
@@ -45,7 +48,7 @@ def _average_pool_2x2(x):
 
 def _add_shortcut(residual, x, stride):
   if stride != 1:
-    x = _average_pool_2x2(x)
+    x = average_pool_2x2(x)
   new_channels = residual.shape[-1] - x.shape[-1]
   return residual + jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, new_channels)))
 

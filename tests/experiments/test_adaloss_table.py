@@ -7,7 +7,6 @@ diverge.
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 from unittest import mock
@@ -17,6 +16,7 @@ import pytest
 
 from experiments import adaloss_table
 from experiments import cli
+from experiments import run_directory
 from experiments import train
 
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -49,8 +49,8 @@ def workdir(tmp_path_factory):
 
 
 def _history(workdir, method, b0, seed):
-  path = adaloss_table.run_dir(workdir, method, b0, seed) / 'metrics.jsonl'
-  return [json.loads(line) for line in path.read_text().splitlines()]
+  return run_directory.read_metrics(
+      adaloss_table.run_dir(workdir, method, b0, seed))
 
 
 def _diverged(record) -> bool:

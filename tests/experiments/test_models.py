@@ -262,7 +262,7 @@ def test_dropout_is_active_in_train_mode_only(family):
 def test_pyramidnet_shortcut_pool_averages_only_the_covered_pixels():
   # As PyTorch's AvgPool2d(2, ceil_mode=True), which the reference code uses.
   image = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
-  pooled = pyramidnet._average_pool_2x2(image)
+  pooled = pyramidnet.average_pool_2x2(image)
   np.testing.assert_allclose(pooled[0, :, :, 0], [[3.0, 4.5], [7.5, 9.0]])
 
 

@@ -7,7 +7,6 @@ stops the resume with one message until it is moved away. Each time the run
 ends bit for bit where the uninterrupted one does.
 """
 
-import json
 import os
 import pathlib
 import re
@@ -24,6 +23,7 @@ import pytest
 
 import experiments
 from experiments import cli
+from experiments import run_directory
 
 ROOT = pathlib.Path(experiments.__file__).parent.parent
 # An MLP on digits, 2 epochs of 20 steps, checkpointed every 5 steps and at
@@ -91,8 +91,8 @@ def _checkpoint(workdir: pathlib.Path):
 
 def _records(workdir: pathlib.Path) -> list[dict]:
   """The metrics records, without their wall-clock time."""
-  return [{k: v for k, v in json.loads(line).items() if k != 'seconds'}
-          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [{k: v for k, v in record.items() if k != 'seconds'}
+          for record in run_directory.read_metrics(workdir)]
 
 
 def _assert_same_end(expected: pathlib.Path, resumed: pathlib.Path) -> None:

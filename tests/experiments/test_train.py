@@ -22,6 +22,7 @@ from flax import nnx
 from experiments import cli
 from experiments import models
 from experiments import optimizers
+from experiments import run_directory
 from experiments import train
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default
@@ -72,7 +73,7 @@ def test_a_run_writes_metrics_tensorboard_checkpoints_and_stats(tmp_path):
   history = train.train_and_evaluate(config, str(tmp_path))
 
   assert [(r['epoch'], r['step']) for r in history] == [(1.0, 3), (2.0, 6)]
-  assert run_files.records(tmp_path) == history
+  assert run_directory.read_metrics(tmp_path) == history
   for record in history:
     assert 0 <= record['test_accuracy'] <= 1
     assert math.isfinite(record['train_loss'])
@@ -196,7 +197,7 @@ def test_scale_free_command_then_plot_of_its_curves_heatmap_and_histograms(
   config = json.loads((run / 'config.json').read_text())
   assert config['model_kwargs'] == {'batch_norm': False}
   assert config['schedule'] == 'cosine'
-  (record,) = run_files.records(run)
+  (record,) = run_directory.read_metrics(run)
   assert {'train_eval_loss', 'test_accuracy'} <= set(record)
 
   assert cli.main(['plot', str(run)]) == 0
@@ -224,7 +225,7 @@ def test_adaloss_command_reads_the_authors_config_and_its_flags(tmp_path):
   assert config['optimizer_kwargs'] == {'b0': 2.0, 'alpha': 1,
                                         'weight_decay': 1e-4}
   assert config['seed'] == 123
-  (record,) = run_files.records(workdir)
+  (record,) = run_directory.read_metrics(workdir)
   # SGD-DecaySqrt's step after two steps: eta / sqrt(b0^2 + 2).
   assert record['effective_step_size'] == pytest.approx(0.05 / math.sqrt(6))
 
@@ -243,10 +244,11 @@ def test_acme_command_resumes_bit_for_bit(tmp_path):
   assert config['optimizer_kwargs']['asam'] and config['label_smoothing'] == 0.1
   assert config['model_kwargs'] == {'depth': 10, 'width': 1,
                                     'dropout_rate': 0.0}
-  records = run_files.records(resumed)
+  records = run_directory.read_metrics(resumed)
   assert [r['step'] for r in records] == [2, 3]
   assert records[-1]['acme_branch'] in range(-2, 7)
-  assert records[-1]['learning_rate'] == run_files.records(straight)[-1]['learning_rate']
+  assert records[-1]['learning_rate'] == run_directory.read_metrics(
+      straight)[-1]['learning_rate']
   for a, b in zip(_final_state(straight), _final_state(resumed)):
     np.testing.assert_array_equal(a, b)
 
@@ -261,7 +263,7 @@ def test_adadiff_cifar_command_on_mock_cifar10(tmp_path):
         '--total_epoch', '2', '--decay_epoch', '1', '--max-steps-per-epoch',
         '2', '--workdir', str(workdir), '--no-progress'])
   assert code == 0
-  records = run_files.records(workdir)
+  records = run_directory.read_metrics(workdir)
   assert [r['step'] for r in records] == [2, 4]
   # StepLR(step_size=1, gamma=0.1): the second epoch runs at a tenth.
   assert records[-1]['learning_rate'] == pytest.approx(1e-4)
@@ -343,8 +345,8 @@ def test_each_paper_command_checkpoints_and_resumes_where_it_stopped(
   assert run_files.latest_checkpoint(resumed)[0] == 2
   assert cli.main(command + [str(resumed), '--max-steps', '3',
                              '--resume']) == 0
-  assert [r['step'] for r in run_files.records(resumed)] == [2, 3]
-  assert run_files.records(resumed)[-1]['test_loss'] == run_files.records(straight)[-1][
-      'test_loss']
+  assert [r['step'] for r in run_directory.read_metrics(resumed)] == [2, 3]
+  assert run_directory.read_metrics(resumed)[-1]['test_loss'] == (
+      run_directory.read_metrics(straight)[-1]['test_loss'])
   for a, b in zip(_final_state(straight), _final_state(resumed)):
     np.testing.assert_array_equal(a, b)

@@ -20,6 +20,7 @@ from experiments import cli
 from experiments import lm_pipeline
 from experiments import ptb
 from experiments import ptb_check
+from experiments import run_directory
 from experiments import train_lm
 from experiments.configs import adadiff_ptb
 
@@ -70,7 +71,7 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
              '--epochs', '2', '--when', '1', '--workdir']
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   assert cli.main(command + [str(straight)]) == 0
-  records = run_files.records(straight)
+  records = run_directory.read_metrics(straight)
   assert [r['epoch'] for r in records] == [1, 2]
   for record in records:
     for prefix in ('train', 'val', 'test'):
@@ -92,10 +93,10 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
   step, stopped = run_files.latest_checkpoint(resumed)
   assert step == 4 and stopped['progress']['batch'] == 4
   assert cli.main(command + [str(resumed), '--resume']) == 0
-  assert [r['step'] for r in run_files.records(resumed)] == [4] + [
+  assert [r['step'] for r in run_directory.read_metrics(resumed)] == [4] + [
       r['step'] for r in records]
   for key in ('train_loss', 'val_loss', 'test_loss'):
-    assert run_files.records(resumed)[-1][key] == records[-1][key], key
+    assert run_directory.read_metrics(resumed)[-1][key] == records[-1][key], key
   _, want = run_files.latest_checkpoint(straight)
   _, got = run_files.latest_checkpoint(resumed)
   assert got['progress']['data'] == want['progress']['data']

@@ -1,0 +1,259 @@
+"""The figures of ``python -m experiments``, drawn from what runs wrote.
+
+* :func:`plot_curves`: training loss and every evaluated accuracy against the
+  epoch, of one run or of several;
+* :func:`plot_histograms`: the scale-free paper's histograms of the
+  magnitudes of parameters, gradients and updates (``--store-stats``);
+* :func:`plot_heatmap`: the scale-free paper's final test error over the
+  initial step size and the weight decay, one panel per method;
+* :func:`plot_comparison`: the ``compare`` command's figure;
+* :func:`plot_run_folder`: the ``plot`` command, every figure that a run's
+  folder or a folder of runs has the files for.
+
+Figures are written as PNG files through Matplotlib's ``Agg`` backend, which
+needs no display.
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from experiments import run_directory
+
+History = list[dict]
+"""A run's metrics records, as :func:`experiments.run_directory.read_metrics`
+returns them."""
+
+
+def _pyplot():
+  """``matplotlib.pyplot`` on the ``Agg`` backend, imported when first drawn."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_run_folder(folder: str | pathlib.Path,
+                    out: str | pathlib.Path | None = None,
+                    stats_step: int | None = None) -> list[pathlib.Path]:
+  """Draws every figure that `folder` has the files for: the ``plot`` command.
+
+  Args:
+    folder: a run's working directory, or a folder of runs' working
+      directories (such as a ``--log-folder``), or both.
+    out: the folder to write the figures into, created if needed (default:
+      `folder`).
+    stats_step: the step of the run's ``stats/`` to histogram (default: the
+      last stored).
+
+  Returns:
+    The figures written: a run's ``curves.png`` and
+    ``histograms_step_STEP.png``; for a folder of runs, ``runs_curves.png``
+    and, if the runs have a weight decay, ``heatmap.png``.
+
+  Raises:
+    ValueError: if neither `folder` nor its subfolders hold metrics, or if
+      `stats_step` is not stored.
+  """
+  folder = pathlib.Path(folder)
+  out = pathlib.Path(out or folder)
+  out.mkdir(parents=True, exist_ok=True)
+  written = []
+  if (folder / run_directory.METRICS_FILE).exists():
+    history = run_directory.read_metrics(folder)
+    written.append(plot_curves(out / 'curves.png', folder.name,
+                               {folder.name: history}))
+  if (folder / 'stats').is_dir():
+    written.append(plot_histograms(out, folder / 'stats', stats_step))
+  runs = {run.name: run for run in sorted(folder.iterdir())
+          if (run / run_directory.METRICS_FILE).exists()
+          and (run / run_directory.CONFIG_FILE).exists()
+          } if folder.is_dir() else {}
+  if runs:
+    histories = {name: run_directory.read_metrics(run)
+                 for name, run in runs.items()}
+    written.append(plot_curves(out / 'runs_curves.png', folder.name,
+                               histories))
+    configs = {
+        name: json.loads((run / run_directory.CONFIG_FILE).read_text())
+        for name, run in runs.items()}
+    heatmap = plot_heatmap(out / 'heatmap.png', configs, histories)
+    if heatmap:
+      written.append(heatmap)
+  if not written:
+    raise ValueError(f'Nothing to plot in {folder}: no metrics.jsonl there or '
+                     'in its subfolders.')
+  return written
+
+
+def plot_curves(path: pathlib.Path, title: str,
+                histories: dict[str, History]) -> pathlib.Path:
+  """Training loss and every evaluated accuracy against the epoch.
+
+  Args:
+    path: the PNG file to write.
+    title: the figure's title.
+    histories: each run's records by the run's name; with several runs, each
+      curve's label starts with its run's name.
+
+  Returns:
+    `path`.
+  """
+  plt = _pyplot()
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, history in histories.items():
+    label = '' if len(histories) == 1 else f'{name} '
+    epochs = [r['epoch'] for r in history]
+    for key in sorted({k for r in history for k in r}):
+      values = [r.get(key, math.nan) for r in history]
+      if key.endswith('_loss'):
+        loss_axis.plot(epochs, values, label=f'{label}{key}')
+      elif key.endswith('_accuracy'):
+        accuracy_axis.plot(epochs, values, label=f'{label}{key}')
+  loss_axis.set(xlabel='epoch', ylabel='loss', yscale='log')
+  accuracy_axis.set(xlabel='epoch', ylabel='accuracy')
+  for axis in (loss_axis, accuracy_axis):
+    axis.legend(fontsize='x-small')
+  figure.suptitle(title, fontsize='small')
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
+                    step: int | None) -> pathlib.Path:
+  """The scale-free paper's histograms of magnitudes, in powers of 2.
+
+  Every layer's values are pooled, BatchNorm's left out as in the authors'
+  figures; ``update / eta0`` is the update divided by the run's base rate.
+
+  Args:
+    out: the folder to write the figure into.
+    stats_dir: a run's ``stats/`` folder of ``step_*.npz`` files.
+    step: the stored step to draw; None for the last stored.
+
+  Returns:
+    The figure written, ``out/histograms_step_STEP.png``.
+
+  Raises:
+    ValueError: if `stats_dir` holds no step, or not `step`.
+  """
+  files = sorted(stats_dir.glob('step_*.npz'))
+  if step is not None:
+    files = [f for f in files if f.name == f'step_{step:08d}.npz']
+  if not files:
+    raise ValueError(f'No stored step {step} in {stats_dir}.'
+                     if step is not None else f'No stats in {stats_dir}.')
+  stats = np.load(files[-1])
+  pooled = {}
+  for key in stats.files:
+    if '/' not in key or any(part.startswith('bn') or 'norm' in part
+                             for part in key.split('/')[1:]):
+      continue
+    kind = key.split('/')[0]
+    pooled.setdefault(kind, []).append(np.abs(stats[key]).ravel())
+  pooled = {kind: np.concatenate(v) for kind, v in pooled.items()}
+  pooled['update / eta0'] = pooled['update'] / float(stats['learning_rate'])
+  low, high = -30, 10  # powers of 2, the authors' 1e-8 to 1e4
+  edges = 2.0 ** np.arange(low, high + 1)
+  plt = _pyplot()
+  figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 3.2))
+  for axis, (kind, values) in zip(axes, pooled.items()):
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1] * 0.999),
+                             bins=edges)
+    axis.bar(np.arange(low, high), counts / max(counts.sum(), 1), width=0.9)
+    axis.set(title=kind, xlabel='order of magnitude (power of 2)',
+             ylim=(0, 1))
+  axes[0].set_ylabel('proportion')
+  figure.suptitle(f'{stats_dir.parent.name}: step {int(stats["step"])}, '
+                  f'epoch {int(stats["epoch"]) + 1}', fontsize='small')
+  figure.tight_layout()
+  path = out / f'histograms_step_{int(stats["step"])}.png'
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
+                 histories: dict[str, History]) -> pathlib.Path | None:
+  """Final test error over the initial rate and the weight decay, per method.
+
+  The scale-free paper's figure: one panel per optimizer, the best setting
+  circled; a run that diverged counts as an error of 1. A run is left out if
+  its optimizer has no weight decay or it has evaluated no test (or
+  validation) accuracy.
+
+  Args:
+    path: the PNG file to write.
+    configs: each run's ``config.json`` by the run's name.
+    histories: each run's records by the run's name.
+
+  Returns:
+    `path`; None, and nothing written, if no run has a place in the figure.
+  """
+  grid: dict[str, dict[tuple[float, float], float]] = {}
+  for name, config in configs.items():
+    decay = config['optimizer_kwargs'].get('weight_decay')
+    last = histories[name][-1] if histories[name] else {}
+    accuracy_key = ('test_accuracy' if 'test_accuracy' in last
+                    else 'val_accuracy')
+    if decay is None or accuracy_key not in last:
+      continue
+    diverged = not math.isfinite(last.get('train_loss', 0.0))
+    grid.setdefault(config['optimizer'], {})[
+        (config['learning_rate'], decay)] = (
+            1.0 if diverged else 1.0 - last[accuracy_key])
+  if not grid:
+    return None
+  plt = _pyplot()
+  figure, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4),
+                              squeeze=False)
+  for axis, (method, errors) in zip(axes[0], sorted(grid.items())):
+    rates = sorted({r for r, _ in errors})
+    decays = sorted({d for _, d in errors})
+    table = np.full((len(rates), len(decays)), np.nan)
+    for (rate, decay), error in errors.items():
+      table[rates.index(rate), decays.index(decay)] = error
+    image = axis.imshow(table, cmap='jet', origin='lower')
+    best = np.unravel_index(np.nanargmin(table), table.shape)
+    axis.scatter([best[1]], [best[0]], s=120, facecolors='none',
+                 edgecolors='black', linewidths=2)
+    axis.set_xticks(range(len(decays)), [f'{d:g}' for d in decays],
+                    rotation=45)
+    axis.set_yticks(range(len(rates)), [f'{r:g}' for r in rates])
+    axis.set(xlabel='weight decay', ylabel='initial step size',
+             title=f'{method}: best test error {np.nanmin(table):.4f}')
+    figure.colorbar(image, ax=axis, fraction=0.046)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def plot_comparison(path: pathlib.Path, title: str,
+                    results: dict[str, History]) -> None:
+  """The ``compare`` command's figure: each method's training loss and test
+  accuracy against the epoch.
+
+  Args:
+    path: the PNG file to write.
+    title: the figure's title.
+    results: each method's records by its name.
+  """
+  plt = _pyplot()
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, history in results.items():
+    epochs = [r['epoch'] for r in history]
+    loss_axis.plot(epochs, [r['train_loss'] for r in history], label=name)
+    accuracy_axis.plot(epochs, [r['test_accuracy'] for r in history],
+                       label=name)
+  loss_axis.set(xlabel='epoch', ylabel='training loss', yscale='log')
+  accuracy_axis.set(xlabel='epoch', ylabel='test accuracy')
+  accuracy_axis.legend(fontsize='small')
+  figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
