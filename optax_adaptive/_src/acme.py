@@ -525,9 +525,9 @@ def acme(
     mu0 = optax.tree.where(initialized, _widened(state.mu), first_mu)
     nu0 = None
     if adam:
+      # A leaf without elements has a NaN mean square and nothing to fill.
       first_nu = jax.tree.map(
-          lambda g: jnp.full_like(g, jnp.sum(jnp.square(g)) / max(g.size, 1)),
-          grads0)
+          lambda g: jnp.full_like(g, jnp.mean(jnp.square(g))), grads0)
       nu0 = optax.tree.where(initialized, _widened(state.nu), first_nu)
     start_finite = initialized | storable(mu0, nu0)
 
