@@ -124,9 +124,10 @@ def _acme_on_schedule(schedule: Callable[[jax.Array], jax.Array],
   inner = optax_adaptive.acme(float(schedule(0)), acme=False, **kwargs)
 
   def update_fn(updates, state, params=None, **extra_args):
-    rate = jnp.asarray(schedule(state.count), state.learning_rate.dtype)
-    return inner.update(updates, state._replace(learning_rate=rate), params,
-                        **extra_args)
+    rate = jnp.asarray(schedule(state.count),
+                       state.adapted_learning_rate.dtype)
+    return inner.update(updates, state._replace(adapted_learning_rate=rate),
+                        params, **extra_args)
 
   return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
@@ -193,7 +194,7 @@ def _monitor(name: str, rate_at, kwargs: dict[str, Any]):
           opt_state, optax_adaptive.ScheduledWeightDecayState).decay
     elif name == 'acme':
       state = _find_state(opt_state, optax_adaptive.AcmeState)
-      logged.update(learning_rate=state.learning_rate,
+      logged.update(learning_rate=state.adapted_learning_rate,
                     acme_branch=state.branch,
                     acme_num_rejected=state.num_rejected)
     return logged

@@ -246,7 +246,7 @@ def _check_step(policy, step, event, before, after, reference, rtol):
 
 
 @test_common.parametrize_optimizers
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('dtype', [jnp.float16, jnp.bfloat16, jnp.float32])
 def test_hostile_steps_leave_no_nan_and_do_what_the_docstring_says(
     entry, dtype):
   policy = POLICIES[entry.name]
@@ -303,35 +303,49 @@ def test_zero_gradients_with_eps_zero_give_zero_steps_not_nan(factory):
   assert float(jnp.abs(updates['dense']['kernel']).min()) > 0
 
 
-@pytest.mark.parametrize('target', [np.nan, 1e19], ids=['nan', 'huge'])
-def test_acme_after_a_rejected_first_step_starts_as_a_fresh_one(target):
-  """A rejected start leaves moments that the next step initialises again.
-
-  A target of 1e19 gives gradient entries of 1e19, whose squares (1e38) are
-  finite but whose mean square overflows: an infinite second moment, with
-  every sum of the step still finite.
+@pytest.mark.parametrize('target', [np.nan, 1e19, 'look'],
+                         ids=['nan', 'huge', 'look'])
+def test_acme_after_a_rejected_first_step_goes_on_from_its_moments(target):
+  """The moments are initialised once, at the first call, even when it is
+  rejected ('look': the look point's loss is infinite); the next step goes on
+  from them, decayed. A first gradient that gives moments that are not finite
+  (NaN; 1e19, whose mean square overflows) leaves them uninitialised instead,
+  and the next step initialises them as a first step does.
   """
   def loss_fn(params, target):
     return 0.5 * test_common.parabola(
         jax.tree.map(lambda p: p - target + 1.0, params))
 
+  def exploding(params, target):
+    far = optax.tree.norm(params) > 1e-5
+    return jnp.where(far & (target == 1e3), jnp.inf, loss_fn(params, target))
+
   optimizer = optax_adaptive.acme(learning_rate=0.01)
-  step = optax_adaptive.acme_step(loss_fn, optimizer)
+  step = optax_adaptive.acme_step(exploding, optimizer)
   start = test_common.initial_params()
+  first_target = 1e3 if target == 'look' else target
   params, state, _, _ = step(jax.tree.map(jnp.copy, start),
-                             optimizer.init(start), target)
+                             optimizer.init(start), first_target)
   chex.assert_trees_all_equal(params, start)
   chex.assert_tree_all_finite(state)
   assert int(state.num_rejected) == 1
+  assert int(state.step) == (1 if target == 'look' else 0)
 
-  # A fresh start at the rejected step's rate.
   fresh_state = optimizer.init(start)._replace(
-      learning_rate=jnp.copy(state.learning_rate))
+      adapted_learning_rate=jnp.copy(state.adapted_learning_rate))
   expected, expected_state, _, _ = step(jax.tree.map(jnp.copy, start),
                                         fresh_state, 2.0)
+  decayed_mu = jax.tree.map(jnp.copy, state.mu)
   params, state, _, _ = step(params, state, 2.0)
+  assert int(state.num_rejected) == 1
+  if target == 'look':
+    # Not a fresh start: the momentum it had, a tenth of it, still counts.
+    assert float(optax.tree.norm(decayed_mu)) > 0
+    assert not np.allclose(state.mu['dense']['kernel'],
+                           expected_state.mu['dense']['kernel'])
+    return
   chex.assert_trees_all_close(params, expected, rtol=1e-6)
   chex.assert_trees_all_close(
-      (state.mu, state.nu, state.learning_rate),
-      (expected_state.mu, expected_state.nu, expected_state.learning_rate),
-      rtol=1e-6)
+      (state.mu, state.nu, state.adapted_learning_rate),
+      (expected_state.mu, expected_state.nu,
+       expected_state.adapted_learning_rate), rtol=1e-6)

@@ -26,7 +26,7 @@ def _scalar_of_state(case, states):
   if case.optimizer == 'adaloss':
     return np.array([s[0].accumulator for s in states])
   if case.optimizer == 'acme':
-    return np.array([s.learning_rate for s in states])
+    return np.array([s.adapted_learning_rate for s in states])
   raise AssertionError(f'no scalar for {case.optimizer}')
 
 
@@ -49,6 +49,13 @@ def test_float64_trajectory_matches_reference(name):
   if scalars is not None:
     np.testing.assert_allclose(
         scalars, case.arrays['scalars'], rtol=1e-12, atol=1e-10)
+  if 'codes' in case.arrays:
+    # AcmeBranch numbers the rows as the authors' `cod` does (cubic split
+    # into 1, better, and 2, worse), so the mapping is the identity; a
+    # rejected step (-2) has no code and must not occur here.
+    branches = np.array([int(s.branch) for s in states])
+    np.testing.assert_array_equal(branches, case.arrays['codes'],
+                                  err_msg=f'{name}: rows of the table')
 
 
 @pytest.mark.parametrize('name', PARITY_CASES)
@@ -68,7 +75,16 @@ def test_float32_first_steps_match_reference(name):
 
 def test_every_reference_case_is_replayed():
   """A new reference case without a scalar check here is a gap, not a pass."""
-  assert len(PARITY_CASES) == 15
+  assert len(PARITY_CASES) == 22
   for name in PARITY_CASES:
     if 'scalars' in CASES[name].arrays:
       assert CASES[name].optimizer in ('adaloss', 'acme'), name
+    if name.startswith('acme_branches_'):
+      assert 'codes' in CASES[name].arrays, name
+
+
+def test_branch_codes_cover_the_rows_the_references_reach():
+  """The seven runs reach rows 0, 1, 2, 5 and 6 of the table between them."""
+  codes = np.concatenate([CASES[n].arrays['codes'] for n in PARITY_CASES
+                          if 'codes' in CASES[n].arrays])
+  assert set(codes.tolist()) == {0, 1, 2, 5, 6}

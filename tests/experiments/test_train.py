@@ -174,7 +174,7 @@ def test_acme_without_adaptation_follows_the_schedule():
     updates, state = optimizer.tx.update(grads, state, params, value=loss,
                                          value_fn=loss_fn)
     params = optax.apply_updates(params, updates)
-    assert float(state.learning_rate) == pytest.approx(
+    assert float(state.adapted_learning_rate) == pytest.approx(
         float(optimizer.learning_rate(step)))
   assert float(optimizer.monitor(state, 3)['learning_rate']) == pytest.approx(
       float(optimizer.learning_rate(2)))
