@@ -6,6 +6,7 @@ passed as ``value`` and its function as ``value_fn``, so methods that need them
 """
 
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -23,10 +24,6 @@ class Entry(NamedTuple):
   factory: Callable[..., optax.GradientTransformationExtraArgs]
   kwargs: dict[str, Any]
   rosenbrock_kwargs: dict[str, Any]
-  # Integer arguments that select code paths, not values to inject.
-  static_args: tuple[str, ...] = ()
-  # False for a method that adapts its own rate from a float start.
-  takes_schedule: bool = True
 
 
 OPTIMIZERS = (
@@ -45,8 +42,7 @@ OPTIMIZERS = (
     Entry('adagrad_norm_rows',
           functools.partial(optax_adaptive.adagrad_norm, granularity='rows'),
           dict(learning_rate=1.0, b0=1.0),
-          dict(learning_rate=0.5, b0=1.0),
-          static_args=('axis',)),
+          dict(learning_rate=0.5, b0=1.0)),
     Entry('adam_l2', optax_adaptive.adam_l2,
           dict(learning_rate=0.01, weight_decay=1e-6),
           dict(learning_rate=0.01)),
@@ -61,18 +57,12 @@ OPTIMIZERS = (
           dict(learning_rate=0.01)),
     Entry('acme', optax_adaptive.acme,
           dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01),
-          static_args=('acme', 'adam', 'asam', 'nesterov', 'bias_correction',
-                       'schedule_steps'),
-          takes_schedule=False),
+          dict(learning_rate=0.01)),
     Entry('acme_sgd_asam_nesterov',
           functools.partial(optax_adaptive.acme, adam=False, asam=True,
                             nesterov=True),
           dict(learning_rate=0.01, rho=0.05),
-          dict(learning_rate=0.001, rho=0.001),
-          static_args=('acme', 'adam', 'asam', 'nesterov', 'bias_correction',
-                       'schedule_steps'),
-          takes_schedule=False),
+          dict(learning_rate=0.001, rho=0.001)),
 )
 IDS = [e.name for e in OPTIMIZERS]
 parametrize_optimizers = pytest.mark.parametrize('entry', OPTIMIZERS, ids=IDS)
@@ -140,24 +130,62 @@ def test_jit_matches_eager(entry):
 
 
 @parametrize_optimizers
+def test_inject_hyperparams_gives_the_same_step_under_jit(entry):
+  """optax's check: one jitted step, plain and injected, without static_args.
+
+  The injected state is created outside `jit`: `adagrad_norm(granularity=
+  'rows')` shapes its state by `axis`, which `init` must see as a number.
+  """
+  tx = entry.factory(**entry.kwargs)
+  injected = optax.inject_hyperparams(entry.factory)(**entry.kwargs)
+  params = [-jnp.ones((2, 3)), jnp.ones((2, 5, 2))]
+
+  def objective(params):
+    return optax.tree.norm(params, squared=True)
+
+  value, grads = jax.value_and_grad(objective)(params)
+  kwargs = dict(value=value, value_fn=objective)
+  updates, state = jax.jit(functools.partial(tx.update, **kwargs))(
+      grads, jax.jit(tx.init)(params), params)
+  injected_updates, injected_state = jax.jit(
+      functools.partial(injected.update, **kwargs))(
+          grads, injected.init(params), params)
+  chex.assert_trees_all_close(injected_updates, updates, rtol=1e-5)
+  chex.assert_trees_all_close(injected_state.inner_state, state, rtol=1e-5,
+                              atol=1e-5)
+
+
+def test_an_injected_axis_traced_at_init_says_how_to_create_the_state():
+  injected = optax.inject_hyperparams(optax_adaptive.adagrad_norm)(
+      learning_rate=0.1, granularity='rows', axis=0)
+  with pytest.raises(ValueError, match='call `init` outside `jax.jit`'):
+    jax.jit(injected.init)(initial_params())
+
+
+@parametrize_optimizers
 def test_inject_hyperparams_gives_the_same_trajectory(entry):
   # In float64: in float32, an injected b2 = 0.999 is rounded before 1 - b2 is
   # taken, which moves Adam-type updates by ~1e-5 relative (optax's own too).
   with jax.enable_x64(True):
     params = initial_params(jnp.float64)
     plain, _ = run(entry.factory(**entry.kwargs), parabola, params, 20)
-    injected_tx = optax.inject_hyperparams(
-        entry.factory, static_args=entry.static_args)(**entry.kwargs)
+    injected_tx = optax.inject_hyperparams(entry.factory)(**entry.kwargs)
     injected, state = run(injected_tx, parabola, params, 20)
   chex.assert_trees_all_close(plain, injected, rtol=1e-12, atol=1e-14)
   for name, value in entry.kwargs.items():
     np.testing.assert_allclose(state.hyperparams[name], value, rtol=1e-7)
 
 
+def _takes_a_schedule(factory):
+  """Whether `learning_rate` is annotated as a schedule, as optax's suite asks."""
+  annotation = inspect.signature(factory).parameters['learning_rate'].annotation
+  return annotation in (optax.ScalarOrSchedule, optax.Schedule)
+
+
 @parametrize_optimizers
 def test_learning_rate_schedule(entry):
   learning_rate = entry.kwargs['learning_rate']
-  if not entry.takes_schedule:
+  if not _takes_a_schedule(entry.factory):
     with pytest.raises(ValueError, match='`learning_rate`.*float'):
       entry.factory(**dict(entry.kwargs,
                            learning_rate=optax.constant_schedule(learning_rate)))
@@ -213,31 +241,90 @@ def test_state_structure_shapes_and_dtypes_are_stable(entry):
 
 
 @parametrize_optimizers
-def test_extra_arguments_are_accepted(entry):
-  tx = optax.chain(optax.clip_by_global_norm(10.0), entry.factory(**entry.kwargs))
-  params = initial_params()
-  state = tx.init(params)
-  loss, grads = jax.value_and_grad(parabola)(params)
-  reference, _ = tx.update(grads, state, params, value=loss, value_fn=parabola)
-  with_more, _ = tx.update(grads, state, params, value=loss, value_fn=parabola,
-                           unrelated_argument=jnp.ones(3))
-  chex.assert_trees_all_close(reference, with_more)
+@pytest.mark.parametrize(
+    'dtype', [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_state_shapes_and_dtypes_are_stable_under_cond(entry, dtype):
+  """optax's check: both branches of a `lax.cond` must agree on the state."""
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = entry.factory(**entry.kwargs)
+    params = initial_params(dtype)
+    choose = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+
+    @jax.jit
+    def step(params, state):
+      loss, grads = jax.value_and_grad(parabola)(params)
+      # A loss of another dtype, on purpose, as in optax's suite.
+      loss = loss.astype(jnp.bfloat16 if dtype == jnp.float16 else jnp.float16)
+      updates, state = jax.lax.cond(
+          choose,
+          lambda: tx.update(grads, state, params, value=loss,
+                            value_fn=parabola),
+          lambda: (params, state))
+      return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(2):
+      params, new_state = step(params, state)
+      chex.assert_trees_all_equal_dtypes(params, initial_params(dtype))
+      state = jax.lax.cond(choose, lambda: state, lambda: new_state)  # noqa: B023
 
 
 @parametrize_optimizers
-def test_multi_steps_applies_one_update_per_k_calls(entry):
+def test_extra_arguments_are_accepted_without_recompilation(entry):
+  tx = optax.chain(optax.clip_by_global_norm(10.0), entry.factory(**entry.kwargs))
+  params = initial_params()
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    loss, grads = jax.value_and_grad(parabola)(params)
+    updates, state = tx.update(
+        grads, state, params, value=loss, value_fn=parabola,
+        unexpected_extra_args_your_optimizer_doesnt_expect=1)
+    return optax.apply_updates(params, updates), state
+
+  reference, _ = run(tx, parabola, params, 2)
+  state = tx.init(params)
+  for _ in range(2):
+    params, state = step(params, state)
+  chex.assert_trees_all_close(params, reference, rtol=1e-6, atol=1e-7)
+  assert len(traces) == 1
+
+
+@parametrize_optimizers
+def test_tree_map_params_reaches_the_state(entry):
+  tx = entry.factory(**entry.kwargs)
+  params = initial_params()
+  state = tx.init(params)
+  mapped = optax.tree.map_params(tx, lambda v: v, state)
+  chex.assert_trees_all_equal(mapped, state)
+  # A map that changes the parameter-shaped leaves changes them alone.
+  marked = optax.tree.map_params(tx, lambda v: v + 1, state)
+  chex.assert_trees_all_equal_structs(marked, state)
+  after, _ = jax.jit(make_step(tx, parabola))(params, mapped)
+  chex.assert_tree_all_finite(after)
+
+
+@parametrize_optimizers
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float32])
+def test_multi_steps_applies_one_update_per_k_calls(entry, dtype):
   tx = entry.factory(**entry.kwargs)
   accumulated = optax.MultiSteps(tx, every_k_schedule=2)
-  params = initial_params()
+  params = initial_params(dtype)
   loss, grads = jax.value_and_grad(parabola)(params)
   kwargs = dict(value=loss, value_fn=parabola)
 
-  single, _ = tx.update(grads, tx.init(params), params, **kwargs)
-  state = accumulated.init(params)
-  first, state = accumulated.update(grads, state, params, **kwargs)
-  second, state = accumulated.update(grads, state, params, **kwargs)
-  chex.assert_trees_all_close(first, jax.tree.map(jnp.zeros_like, params))
-  chex.assert_trees_all_close(second, single, rtol=1e-6, atol=1e-7)
+  single, _ = jax.jit(functools.partial(tx.update, **kwargs))(
+      grads, tx.init(params), params)
+  update = jax.jit(functools.partial(accumulated.update, **kwargs))
+  state = jax.jit(accumulated.init)(params)
+  first, state = update(grads, state, params)
+  second, state = update(grads, state, params)
+  chex.assert_trees_all_equal(first, jax.tree.map(jnp.zeros_like, params))
+  chex.assert_trees_all_equal_dtypes(second, params)
+  tolerance = float(jnp.finfo(dtype).eps)
+  chex.assert_trees_all_close(second, single, rtol=tolerance, atol=tolerance)
 
 
 @parametrize_optimizers

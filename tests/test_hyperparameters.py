@@ -1,11 +1,13 @@
 """Every invalid hyperparameter is refused by name; every valid one runs."""
 
+import functools
 import math
 
 import hypothesis
 from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -92,3 +94,70 @@ def test_an_output_axis_outside_a_kernel_is_refused_at_init(axis):
 def test_an_unknown_granularity_lists_the_choices():
   with pytest.raises(ValueError, match="'global', 'rows'"):
     optax_adaptive.scale_by_adagrad_norm(granularity='per-layer')
+
+
+# Every float hyperparameter of every method, the scale-free family's
+# base_learning_rate and ACME's too, with a value that is valid as a scalar.
+ARRAY_ARGUMENTS = {
+    **{name: dict.fromkeys(spec) for name, spec in SPECS.items()},
+    'acme': dict.fromkeys(['learning_rate', 'b1', 'b2', 'eps', 'weight_decay',
+                           'rho', 'eta']),
+}
+ARRAY_ARGUMENTS['adamw']['base_learning_rate'] = None
+ARRAY_ARGUMENTS['adam_prox']['base_learning_rate'] = None
+
+
+@pytest.mark.parametrize('name, argument', [
+    (name, argument) for name, arguments in sorted(ARRAY_ARGUMENTS.items())
+    for argument in arguments])
+def test_an_array_valued_hyperparameter_is_refused_by_name(name, argument):
+  kwargs = {k: v for k, v in DEFAULTS.items()
+            if k in ARRAY_ARGUMENTS[name] or k == 'learning_rate'}
+  kwargs[argument] = jnp.array([0.1, 0.2])
+  with pytest.raises(ValueError, match=f'`{argument}` must be a scalar'):
+    getattr(optax_adaptive, name)(**kwargs)
+
+
+@pytest.mark.parametrize('axis', [np.int64(0), np.int32(-1), jnp.asarray(0)])
+def test_an_integer_axis_may_be_a_numpy_or_jax_integer(axis):
+  tx = optax_adaptive.adagrad_norm(0.1, granularity='rows', axis=axis)
+  _, state = _two_steps(tx)
+  assert state[0].accumulator['w'].shape == ((1, 3) if int(axis) else (2, 1))
+
+
+@pytest.mark.parametrize('axis', [True, np.bool_(False), 1.0, jnp.ones(2, int)])
+def test_an_axis_that_is_not_one_integer_is_refused(axis):
+  with pytest.raises(ValueError, match='`axis` must be an integer'):
+    optax_adaptive.adagrad_norm(0.1, granularity='rows', axis=axis)
+
+
+def test_adaloss_refuses_a_loss_that_is_not_a_scalar_before_any_work():
+  tx = optax_adaptive.adaloss(learning_rate=0.1)
+  params = jnp.zeros(2)
+  traces = []
+
+  @jax.jit
+  def step(state, value):
+    traces.append(None)
+    return tx.update(jnp.ones(2), state, params, value=value)
+
+  state = tx.init(params)
+  with pytest.raises(ValueError, match='pass the mean over the batch'):
+    step(state, jnp.ones(8))
+  traces.clear()
+  for loss in (1.0, 2.0, 3.0):
+    _, state = step(state, jnp.float32(loss))
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize('name', sorted(SPECS))
+def test_injected_hyperparameters_are_not_read_on_the_host_under_jit(name):
+  kwargs = {k: v for k, v in DEFAULTS.items() if k in SPECS[name]}
+  tx = optax.inject_hyperparams(getattr(optax_adaptive, name))(**kwargs)
+  params = {'w': jnp.ones((2, 3)), 'b': jnp.zeros(3)}
+  step = jax.jit(functools.partial(tx.update, value=jnp.float32(1.0)))
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = jax.device_put(tx.init(params))
+  _, state = step(grads, state, params)
+  with jax.transfer_guard('disallow'):
+    _, state = step(grads, state, params)

@@ -111,9 +111,14 @@ def _poison(grads, loss, kind, bad):
 
 
 def _zero_unusable(grads, squares):
-  """The gradient a 'zero' policy says the optimizer acts on."""
+  """The gradient a 'zero' policy says the optimizer acts on.
+
+  Squares are taken in float32 at least, the dtype of the moments of
+  half-precision parameters.
+  """
   def usable(g):
-    return jnp.isfinite(jnp.square(g) if squares else g)
+    wide = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+    return jnp.isfinite(jnp.square(wide) if squares else g)
 
   return jax.tree.map(lambda g: jnp.where(usable(g), g, 0), grads)
 
@@ -280,6 +285,62 @@ def test_hostile_steps_leave_no_nan_and_do_what_the_docstring_says(
       else:
         _assert_moved(_kernel(points[step][0]), _kernel(new_params),
                       'the kernel', step)
+
+
+# A fixed gradient with entries of 1e4 (whose squares overflow float16) and
+# exact zeros (whose second moment stays zero), every step.
+FLOAT16_GRADIENT = {
+    'dense': {'kernel': np.array([[1e4, 0.0], [-1e4, 1.0], [0.0, -0.5]]),
+              'bias': np.array([0.0, 3.0])},
+    'scale': np.array(-1e4),
+}
+
+
+@test_common.parametrize_optimizers
+def test_a_float16_model_trains_with_large_and_zero_gradients(entry):
+  """Every step is a real one: finite float16 updates, none skipped or rejected.
+
+  The loss is linear, so its gradient is FLOAT16_GRADIENT at every point; it is
+  evaluated in float32, where its values (up to about 1e8) are finite.
+  """
+  def loss_fn(params):
+    return sum(jnp.sum(c * p.astype(jnp.float32)) for c, p in zip(
+        jax.tree.leaves(FLOAT16_GRADIENT), jax.tree.leaves(params)))
+
+  tx = entry.factory(**entry.kwargs)
+  params = test_common.initial_params(jnp.float16)
+  moving = jax.tree.map(lambda c: c != 0, FLOAT16_GRADIENT)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, value=loss,
+                               value_fn=loss_fn)
+    return updates, state
+
+  for i in range(4):
+    updates, state = step(params, state)
+    chex.assert_trees_all_equal_dtypes(updates, params)
+    chex.assert_tree_all_finite((updates, state))
+    for path, moves, update in zip(jax.tree.leaves_with_path(moving),
+                                   jax.tree.leaves(moving),
+                                   jax.tree.leaves(updates)):
+      assert np.all(np.asarray(update)[moves] != 0), (
+          f'step {i}: {jax.tree_util.keystr(path[0])} did not move: {update}')
+    params = optax.apply_updates(params, updates)
+  chex.assert_trees_all_equal_dtypes(params, test_common.initial_params(
+      jnp.float16))
+
+
+@test_common.parametrize_optimizers
+@pytest.mark.parametrize('dtype', [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_the_state_is_at_least_float32_by_default(entry, dtype):
+  state = entry.factory(**entry.kwargs).init(test_common.initial_params(dtype))
+  for path, leaf in jax.tree.leaves_with_path(state):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      assert leaf.dtype == jnp.promote_types(dtype, jnp.float32), (
+          f'{jax.tree_util.keystr(path)} is {leaf.dtype}')
 
 
 @pytest.mark.parametrize('factory', [

@@ -137,12 +137,16 @@ def test_warmup_from_zero_needs_a_base_learning_rate():
                                rtol=1e-5, atol=1e-8)
 
 
-def test_moment_dtype():
+@pytest.mark.parametrize('name', ['adam_l2', 'adamw', 'adam_prox'])
+def test_moment_dtypes(name):
   params = {'w': jnp.ones(3, jnp.float32)}
-  tx = optax_adaptive.adamw(0.1, mu_dtype=jnp.bfloat16)
+  tx = getattr(optax_adaptive, name)(0.1, mu_dtype=jnp.bfloat16,
+                                     nu_dtype=jnp.float16)
   state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(params, state, params)
   assert optax.tree.get(state, 'mu')['w'].dtype == jnp.bfloat16
-  updates, _ = tx.update(params, state, params)
+  assert optax.tree.get(state, 'nu')['w'].dtype == jnp.float16
   assert updates['w'].dtype == jnp.float32
 
 

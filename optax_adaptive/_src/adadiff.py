@@ -1,11 +1,9 @@
 """AdaDiff: Adam whose second moment also tracks the change of the gradient.
 
-Non-finite inputs are handled entry by entry, as in this library's Adam: an
-entry whose gradient is NaN or infinite, or large enough that its squares could
-overflow the second moment, keeps its moments and its remembered gradient and
-gets a zero step, inside the same elementwise passes. The loss is not read.
+Non-finite inputs and half-precision parameters: see :func:`scale_by_adadiff`.
 """
 
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -13,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_adaptive._src import numerics
 from optax_adaptive._src import validation
 
 
@@ -55,12 +54,20 @@ def scale_by_adadiff(
   :math:`u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` with :math:`v_t`
   free of :math:`\epsilon`.
 
-  Non-finite inputs: an entry whose gradient is NaN, infinite, or too large
-  for :math:`g_t^2 + (g_t - g_{t-1})^2` to be sure to stay finite
-  (:math:`|g_t| > \sqrt{\text{max}} / 3`, about 6.1e18 in float32 and
-  bfloat16) keeps :math:`m, v` and :math:`g_{t-1}` and gets a zero update, so
-  the next change :math:`g_t - g_{t-1}` is taken from the last usable gradient; an entry whose step is not finite (``eps=0`` with
-  :math:`v = 0`) gets a zero update. ``count`` advances.
+  Non-finite inputs, for :func:`adadiff` too: an entry whose gradient is NaN,
+  infinite, or too large for :math:`g_t^2 + (g_t - g_{t-1})^2` to be sure to
+  stay finite in the second moment's dtype (:math:`|g_t| > \sqrt{\max} / 3`,
+  about 6.1e18 in float32), or for the first moment's, keeps :math:`m, v` and
+  :math:`g_{t-1}` and gets a zero update, so the next change
+  :math:`g_t - g_{t-1}` is taken from the last usable gradient. An entry whose
+  step is not finite (``eps=0`` with :math:`v = 0`) gets a zero update.
+  ``count`` advances. In :func:`adadiff` the L2 term, part of the gradient, is
+  skipped with it, so that entry keeps its parameter; the other entries step.
+  The loss is not read.
+
+  Half precision: the state of float16 and bfloat16 parameters is float32 by
+  default, so every finite float16 gradient (up to 65504) is usable and the
+  accumulating ``eps`` is not lost; the updates keep the gradients' dtype.
 
   Args:
     b1: decay of the first moment, in [0, 1).
@@ -68,8 +75,8 @@ def scale_by_adadiff(
     eps: the stabiliser, >= 0; the authors' PTB runs use 1e-16.
     accumulate_eps: the authors' form (True) or the textbook form (False).
     mu_dtype: dtype of ``mu`` and ``previous_updates``; by default that of the
-      updates.
-    nu_dtype: dtype of ``nu``; by default that of the updates.
+      parameters, or float32 for float16 and bfloat16 parameters.
+    nu_dtype: dtype of ``nu``, with the same default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
@@ -97,25 +104,34 @@ def scale_by_adadiff(
   def init_fn(params):
     return ScaleByAdaDiffState(
         count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params, dtype=nu_dtype),
-        previous_updates=optax.tree.zeros_like(params, dtype=mu_dtype),
+        mu=numerics.zeros_like_moments(params, mu_dtype),
+        nu=numerics.zeros_like_moments(params, nu_dtype),
+        previous_updates=numerics.zeros_like_moments(params, mu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = optax.safe_increment(state.count)
     # An entry is usable when every square it feeds the second moment stays
-    # finite: |g| <= sqrt(max) / 3 bounds g^2 + (g - g_prev)^2 by 5/9 of the
-    # largest float, as g_prev passed the same test. A test of g alone keeps
-    # the old g_prev out of the passes that update m and the parameters.
-    usable = jax.tree.map(
-        lambda g: jnp.abs(g) <= jnp.sqrt(jnp.finfo(g.dtype).max) / 3, updates)
+    # finite in its dtype: |g| <= sqrt(max) / 3 bounds g^2 + (g - g_prev)^2 by
+    # 5/9 of the largest float, as g_prev passed the same test; and when the
+    # first moment and g_prev, averages of usable gradients, can hold it. A
+    # test of g alone keeps the old g_prev out of the passes that update m and
+    # the parameters.
+    def usable_entries(g, m, v):
+      limit = min(math.sqrt(jnp.finfo(v.dtype).max) / 3,
+                  float(jnp.finfo(m.dtype).max))
+      # Compared in the second moment's dtype, where the limit is finite.
+      return jnp.abs(g.astype(jnp.promote_types(g.dtype, v.dtype))) <= limit
+
+    usable = jax.tree.map(usable_entries, updates, state.mu, state.nu)
 
     def first_moment(ok, g, m):
       return jnp.where(ok, b1 * m + (1 - b1) * g, m)
 
     def second_moment(ok, g, g_prev, v):
+      # In the second moment's dtype: a float16 gradient's square overflows.
+      g = g.astype(jnp.promote_types(g.dtype, v.dtype))
       new = b2 * v + (1 - b2) * (jnp.square(g) + jnp.square(g - g_prev))
       return jnp.where(ok, new + eps if accumulate_eps else new, v)
 
@@ -130,7 +146,8 @@ def scale_by_adadiff(
                       state.nu)
     previous_updates = jax.tree.map(
         remembered_gradient, usable,
-        optax.tree.cast(updates, mu_dtype), state.previous_updates, nu)
+        optax.tree.cast_like(updates, state.previous_updates),
+        state.previous_updates, nu)
     if accumulate_eps:
       step_size = jnp.sqrt(1 - b2**count) / (1 - b1**count)
       new_updates = jax.tree.map(
@@ -147,8 +164,8 @@ def scale_by_adadiff(
     new_updates = optax.tree.cast_like(new_updates, updates)
     return new_updates, ScaleByAdaDiffState(
         count=count,
-        mu=optax.tree.cast(mu, mu_dtype),
-        nu=optax.tree.cast(nu, nu_dtype),
+        mu=optax.tree.cast_like(mu, state.mu),
+        nu=optax.tree.cast_like(nu, state.nu),
         previous_updates=previous_updates,
     )
 
@@ -178,10 +195,7 @@ def adadiff(
   authors' code). Compared with :func:`optax.adam`, the second moment grows
   where the gradient oscillates, which shortens the step there.
 
-  Non-finite inputs: an entry whose gradient is NaN or infinite, or too large
-  to square, keeps its moments, its remembered gradient and its parameter (the
-  L2 term, part of the gradient, is skipped with it); the other entries step.
-  The loss is not read.
+  Non-finite inputs and half precision: see :func:`scale_by_adadiff`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -191,8 +205,10 @@ def adadiff(
     weight_decay: :math:`\lambda`, L2 penalty added to the gradient.
     accumulate_eps: the authors' accumulating ``eps`` (True) or the textbook
       :math:`\hat m_t / (\sqrt{\hat v_t} + \epsilon)` (False).
-    mu_dtype: dtype of the first moment and of the remembered gradient.
-    nu_dtype: dtype of the second moment.
+    mu_dtype: dtype of the first moment and of the remembered gradient; by
+      default that of the parameters, or float32 for float16 and bfloat16
+      parameters.
+    nu_dtype: dtype of the second moment, with the same default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).

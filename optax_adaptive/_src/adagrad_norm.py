@@ -26,6 +26,16 @@ class ScaleByAdaGradNormState(NamedTuple):
   accumulator: Any
 
 
+def _output_axis(axis) -> int:
+  """`axis` as a Python int, to shape the accumulators at `init`."""
+  if isinstance(axis, jax.core.Tracer):
+    raise ValueError(
+        '`axis` shapes the accumulators, so `init` must see its value: under '
+        '`optax.inject_hyperparams`, call `init` outside `jax.jit` (its '
+        '`update` jits with `axis` injected), or name `axis` in `static_args`.')
+  return axis
+
+
 def _check_output_axis(params, axis: int) -> None:
   for path, leaf in jax.tree.leaves_with_path(params):
     if leaf.ndim >= 2 and not -leaf.ndim <= axis < leaf.ndim:
@@ -59,17 +69,25 @@ def scale_by_adagrad_norm(
   output unit: the sum of squares over every other axis of that leaf. Leaves of
   rank < 2 (biases) accumulate elementwise.
 
-  Non-finite inputs: an accumulator whose new value would not be finite (a NaN
-  or infinite gradient entry, or squares that overflow: entries above about
-  1.8e19 in float32) stays as it was, and the entries it scales get a zero
-  update: the whole step with ``'global'``, that output unit with ``'rows'``.
-  ``count`` counts skipped steps too.
+  Non-finite inputs, for :func:`adagrad_norm` too: an accumulator whose new
+  value would not be finite (a NaN or infinite gradient entry, or squares that
+  overflow: entries above about 1.8e19 with float32 accumulators) stays as it
+  was, and the entries it scales get a zero update: the whole step with
+  ``'global'``, that output unit with ``'rows'``. ``count`` counts skipped
+  steps too. The loss is not read.
+
+  Half precision: the accumulators are at least float32 (the ``'global'`` one
+  is of the default float dtype) and the squares are taken in their dtype, so
+  float16 gradients of any finite size are accumulated; the updates keep the
+  gradients' dtype.
 
   Args:
     b0: :math:`b_0 > 0`.
     granularity: ``'global'`` or ``'rows'``.
-    axis: the output axis of each leaf, for ``'rows'``. Flax kernels keep it
-      last (the default); PyTorch layouts keep it first (``axis=0``).
+    axis: the output axis of each leaf, for ``'rows'``, an integer. Flax
+      kernels keep it last (the default); PyTorch layouts keep it first
+      (``axis=0``). It shapes the accumulators: ``init`` reads its value, so
+      under :func:`optax.inject_hyperparams` call ``init`` outside ``jit``.
     eps: added to :math:`b_t` before dividing.
 
   Returns:
@@ -89,6 +107,7 @@ def scale_by_adagrad_norm(
   """
   validation.check_positive('b0', b0)
   validation.check_choice('granularity', granularity, _GRANULARITIES)
+  axis = validation.check_integer('axis', axis)
   validation.check_non_negative('eps', eps)
 
   def init_fn(params):
@@ -96,12 +115,13 @@ def scale_by_adagrad_norm(
     if granularity == 'global':
       return ScaleByAdaGradNormState(
           count=jnp.zeros([], jnp.int32), accumulator=initial)
-    _check_output_axis(params, axis)
+    output_axis = _output_axis(axis)
+    _check_output_axis(params, output_axis)
 
     def leaf_accumulator(p):
-      shape = tuple(1 if a in _row_axes(p.ndim, axis) else n
+      shape = tuple(1 if a in _row_axes(p.ndim, output_axis) else n
                     for a, n in enumerate(p.shape))
-      dtype = jnp.promote_types(p.dtype, jnp.float32)
+      dtype = numerics.moment_dtype(p.dtype)
       if shape == p.shape:
         # Elementwise: `full_like` keeps the parameter's sharding.
         return jnp.full_like(p, initial, dtype)
@@ -115,8 +135,11 @@ def scale_by_adagrad_norm(
     del params, extra_args
     count = optax.safe_increment(state.count)
     if granularity == 'global':
-      accumulator = state.accumulator + optax.tree.norm(updates, squared=True)
-      accumulator = accumulator.astype(state.accumulator.dtype)
+      # Squared in the accumulator's dtype: a float16 norm overflows at 256.
+      squared_norm = optax.tree.norm(
+          optax.tree.cast(updates, state.accumulator.dtype), squared=True)
+      accumulator = (state.accumulator + squared_norm).astype(
+          state.accumulator.dtype)
       usable = jnp.isfinite(accumulator)
       accumulator = jnp.where(usable, accumulator, state.accumulator)
       denominator = jnp.sqrt(accumulator) + eps
@@ -124,8 +147,13 @@ def scale_by_adagrad_norm(
       return updates, ScaleByAdaGradNormState(count, accumulator)
 
     def leaf_increment(g, acc):
+      # The summed axes are read from the accumulator's static shape, not from
+      # `axis`, which `optax.inject_hyperparams` passes traced under `jit`.
+      # Its size-1 axes are the summed ones, or axes of size 1 in the leaf too,
+      # over which a sum changes nothing.
+      summed = tuple(a for a, n in enumerate(acc.shape) if n == 1)
       squares = jnp.square(g.astype(acc.dtype))
-      return jnp.sum(squares, axis=_row_axes(g.ndim, axis), keepdims=True)
+      return jnp.sum(squares, axis=summed, keepdims=True)
 
     increments = jax.tree.map(leaf_increment, updates, state.accumulator)
     usable = jax.tree.map(lambda acc, inc: jnp.isfinite(acc + inc),
@@ -163,10 +191,7 @@ def adagrad_norm(
   accumulator per parameter instead of one per tree (``'global'``) or per
   output unit (``'rows'``); see :func:`scale_by_adagrad_norm`.
 
-  Non-finite inputs: a gradient with a NaN or infinite entry, or one whose
-  squared norm overflows, is skipped (accumulator kept, zero update): the whole
-  step with ``'global'``, the output units it touches with ``'rows'``. The loss
-  is not read.
+  Non-finite inputs and half precision: see :func:`scale_by_adagrad_norm`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.

@@ -48,11 +48,16 @@ def scale_by_adaloss(
   The accumulator is updated before it scales the step, as in the authors'
   code.
 
-  Non-finite inputs: a step whose loss is NaN or infinite, or would overflow
-  the accumulator, is skipped: the accumulator stays as it was and the updates
-  are zero (it would otherwise end the run with a step size of zero or NaN for
-  good). A gradient entry that is not finite gets a zero update; the others
-  step. ``count`` counts skipped steps too.
+  Non-finite inputs, for :func:`adaloss` too: a step whose loss is NaN or
+  infinite, or would overflow the accumulator, is skipped: the accumulator
+  stays as it was and the updates are zero (it would otherwise end the run with
+  a step size of zero or NaN for good). A gradient entry that is not finite
+  gets a zero update; the others step. ``count`` counts skipped steps too. In
+  :func:`adaloss` the weight decay, which reads neither, still applies.
+
+  Half precision: the accumulator is of the default float dtype (float32, or
+  float64 under ``jax_enable_x64``) whatever the dtype of the parameters and
+  of the loss; the updates keep the gradients' dtype.
 
   Args:
     b0: initial value of :math:`b`, > 0.
@@ -61,7 +66,8 @@ def scale_by_adaloss(
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs the
-    keyword ``value``, the loss at the current parameters.
+    keyword ``value``, the loss at the current parameters: a scalar, the mean
+    over the batch.
 
   Example:
     >>> import jax.numpy as jnp, optax, optax_adaptive
@@ -99,6 +105,7 @@ def scale_by_adaloss(
       raise ValueError(
           'scale_by_adaloss needs the loss of the step: call '
           '`update(grads, state, params, value=loss)`.')
+    validation.check_scalar_loss(value, 'scale_by_adaloss')
     accumulator = (state.accumulator + alpha * jnp.abs(value - c)).astype(
         state.accumulator.dtype)
     usable = jnp.isfinite(accumulator)
@@ -132,10 +139,7 @@ def adaloss(
   The effective step size :math:`\eta_t / b_t` can be logged from the state:
   ``optax.tree.get(state, 'scale')`` is :math:`1 / b_t`.
 
-  Non-finite inputs: a NaN or infinite loss skips the gradient step (the
-  accumulator is kept); a NaN or infinite gradient entry gets no gradient step
-  while the others do. The weight decay, which reads neither, still applies.
-  See :func:`scale_by_adaloss`.
+  Non-finite inputs and half precision: see :func:`scale_by_adaloss`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule of the step.

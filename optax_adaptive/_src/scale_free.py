@@ -10,18 +10,7 @@ In the authors' code the decoupled decay is ``weight_decay`` times the
 schedule's *multiplier* :math:`s_t = \\eta_t / \\eta_0`, not times the learning
 rate itself as in :func:`optax.adamw`.
 
-Non-finite inputs. A gradient entry that is NaN or infinite, or whose square
-overflows (above about 1.8e19 in float32 and bfloat16), counts as zero, entry
-by entry, as :func:`optax.zero_nans` does for NaN: its moments decay as for a
-zero gradient and it moves on its momentum, while the other entries step as
-usual. The selection costs nothing in memory traffic, as it happens in the
-passes that read the gradient anyway; the moments, hence the parameters, stay
-finite. Adam-L2's penalty is part of the gradient and is zeroed with it; the
-decay of AdamW and AdamProx does not read the gradient and still applies. With
-``eps=0``, an entry whose second moment is zero gets a zero step instead of
-0 / 0. The loss is not read. Wrap an alias in :func:`optax.apply_if_finite` to
-skip every step with any non-finite gradient entry, moments and all (one more
-read of the gradient).
+Non-finite inputs and half-precision parameters: see :func:`adam_l2`.
 """
 
 from collections.abc import Callable
@@ -32,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_adaptive._src import numerics
 from optax_adaptive._src import validation
 
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
@@ -219,32 +209,62 @@ def proximal_weight_decay(
       decay_with_learning_rate, mask)
 
 
-def _scale_by_adam(b1, b2, eps, mu_dtype) -> optax.GradientTransformation:
+def _scale_by_adam(
+    b1, b2, eps, mu_dtype, nu_dtype) -> optax.GradientTransformation:
   """optax's Adam scaling, checked, with unusable gradient entries as zeros.
 
-  An entry that is NaN or infinite, or whose square overflows, enters the
-  moments as a zero (as :func:`optax.zero_nans` does for NaN), so the moments
-  stay finite. Where every entry is usable the updates and the state are
-  exactly those of :func:`optax.scale_by_adam`, whose state this keeps.
+  An entry that is NaN or infinite, or whose square overflows the second
+  moment's dtype, enters the moments as a zero (as :func:`optax.zero_nans` does
+  for NaN), so the moments stay finite. Where every entry is usable, the
+  updates and the state are those of :func:`optax.scale_by_adam` with moments
+  in the dtypes of `numerics.moment_dtype`; the state is its state.
   """
   validation.check_beta('b1', b1)
   validation.check_beta('b2', b2)
   validation.check_non_negative('eps', eps)
-  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
+
+  def init_fn(params):
+    return optax.ScaleByAdamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=numerics.zeros_like_moments(params, mu_dtype),
+        nu=numerics.zeros_like_moments(params, nu_dtype),
+    )
 
   def update_fn(updates, state, params=None):
+    del params
+
+    def usable_entries(g, m, v):
+      # The square is taken in the second moment's dtype, so a float16
+      # gradient up to its largest value is usable with float32 moments.
+      return jnp.isfinite(jnp.square(g.astype(v.dtype))) & jnp.isfinite(
+          g.astype(m.dtype))
+
     # The selection fuses into the passes that read the gradient. Keeping an
     # entry's moments and freezing it instead needs the gradient once more in
     # the parameter update: 1.11 times the step on a CPU.
-    updates = jax.tree.map(
-        lambda g: jnp.where(jnp.isfinite(jnp.square(g)), g, 0), updates)
-    steps, state = adam.update(updates, state, params)
+    grads = jax.tree.map(
+        lambda g, m, v: jnp.where(usable_entries(g, m, v), g, 0),
+        updates, state.mu, state.nu)
+    mu = optax.tree.update_moment(grads, state.mu, b1, 1)
+    nu = jax.tree.map(
+        lambda g, v: (1 - b2) * jnp.square(
+            g.astype(jnp.promote_types(g.dtype, v.dtype))) + b2 * v,
+        grads, state.nu)
+    count = optax.safe_increment(state.count)
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    nu_hat = optax.tree.bias_correction(nu, b2, count)
     # With eps = 0, a zero second moment (zero gradients so far) gives 0 / 0.
     steps = jax.tree.map(
-        lambda u, v: jnp.where((v > 0) | (eps > 0), u, 0), steps, state.nu)
-    return steps, state
+        lambda m, v, g: jnp.where(
+            (v > 0) | (eps > 0), m / (jnp.sqrt(v) + eps), 0).astype(g.dtype),
+        mu_hat, nu_hat, updates)
+    return steps, optax.ScaleByAdamState(
+        count=count,
+        mu=optax.tree.cast_like(mu, state.mu),
+        nu=optax.tree.cast_like(nu, state.nu),
+    )
 
-  return optax.GradientTransformation(adam.init, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def adam_l2(
@@ -256,6 +276,7 @@ def adam_l2(
     mask: MaskOrFn = None,
     *,
     mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam with an L2 penalty added to the gradient (PyTorch's ``Adam``).
 
@@ -268,9 +289,25 @@ def adam_l2(
   optax.adam(lr))``; unlike :func:`adamw` it is not scale-free: the penalty's
   weight relative to the loss changes when the loss is rescaled.
 
-  Non-finite inputs: a gradient entry that is NaN or infinite, or too large to
-  square, counts as zero, penalty included: that entry moves on its momentum
-  and its moments decay, while the other entries step. The loss is not read.
+  Non-finite inputs, for the three methods of the paper (:func:`adamw` and
+  :func:`adam_prox` point here). A gradient entry that is NaN or infinite, or
+  whose square overflows the second moment's dtype (above about 1.8e19 in
+  float32), counts as zero, entry by entry, as :func:`optax.zero_nans` does for
+  NaN: its moments decay as for a zero gradient and it moves on its momentum,
+  while the other entries step as usual. The selection costs nothing in memory
+  traffic, as it happens in the passes that read the gradient anyway; the
+  moments, hence the parameters, stay finite. Adam-L2's penalty is part of the
+  gradient and is zeroed with it; the decay of AdamW and AdamProx does not read
+  the gradient and still applies. With ``eps=0``, an entry whose second moment
+  is zero gets a zero step instead of 0 / 0. The loss is not read. Wrap an
+  alias in :func:`optax.apply_if_finite` to skip every step with any
+  non-finite gradient entry, moments and all (one more read of the gradient).
+
+  Half precision: the moments of float16 and bfloat16 parameters are float32
+  by default, so a float16 gradient of any finite size (up to 65504) and an
+  ``eps`` of 1e-8 (below float16's smallest number) are used as given; the
+  updates keep the parameters' dtype. ``mu_dtype`` and ``nu_dtype`` choose
+  other dtypes; a narrower ``nu_dtype`` makes smaller gradients unusable.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -279,7 +316,9 @@ def adam_l2(
     eps: added to :math:`\sqrt{\hat v_t}`.
     weight_decay: :math:`\lambda`, the L2 coefficient.
     mask: selects the leaves to penalise (a tree of booleans or a function).
-    mu_dtype: dtype of the first moment; by default that of the parameters.
+    mu_dtype: dtype of the first moment; by default that of the parameters,
+      or float32 for float16 and bfloat16 parameters.
+    nu_dtype: dtype of the second moment, with the same default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
@@ -304,7 +343,7 @@ def adam_l2(
   validation.check_non_negative('weight_decay', weight_decay)
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask),
-      _scale_by_adam(b1, b2, eps, mu_dtype),
+      _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -320,6 +359,7 @@ def adamw(
     base_learning_rate: float | None = None,
     decay_with_learning_rate: bool = False,
     mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamW with the decay scaled by the schedule's multiplier (scale-free).
 
@@ -337,10 +377,7 @@ def adamw(
   Hutter's paper, and the one whose updates do not change when the loss is
   multiplied by a constant (with :math:`\epsilon \to 0`).
 
-  Non-finite inputs: a gradient entry that is NaN or infinite, or too large to
-  square, counts as zero: that entry moves on its momentum, its moments decay
-  and the decoupled decay still applies, while the other entries step. The
-  loss is not read.
+  Non-finite inputs and half precision: see :func:`adam_l2`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -352,7 +389,9 @@ def adamw(
     base_learning_rate: :math:`\eta_0`; by default the rate at step 0 (give it
       for a schedule that starts at zero).
     decay_with_learning_rate: decay by :math:`\lambda \eta_t` (optax's form).
-    mu_dtype: dtype of the first moment; by default that of the parameters.
+    mu_dtype: dtype of the first moment; by default that of the parameters,
+      or float32 for float16 and bfloat16 parameters.
+    nu_dtype: dtype of the second moment, with the same default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
@@ -375,7 +414,7 @@ def adamw(
     <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
   """
   return optax.chain(
-      _scale_by_adam(b1, b2, eps, mu_dtype),
+      _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
       optax.scale_by_learning_rate(learning_rate),
       add_decoupled_weight_decay(
           weight_decay, learning_rate, base_learning_rate=base_learning_rate,
@@ -394,6 +433,7 @@ def adam_prox(
     base_learning_rate: float | None = None,
     decay_with_learning_rate: bool = False,
     mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamProx: an Adam step followed by the proximal step of the L2 penalty.
 
@@ -404,10 +444,7 @@ def adam_prox(
   To first order in :math:`\lambda s_t` this is :func:`adamw`; it is
   scale-free in the same way. optax has no built-in equivalent.
 
-  Non-finite inputs: a gradient entry that is NaN or infinite, or too large to
-  square, counts as zero: that entry moves on its momentum, its moments decay
-  and the proximal step still applies, while the other entries step. The loss
-  is not read.
+  Non-finite inputs and half precision: see :func:`adam_l2`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -419,7 +456,9 @@ def adam_prox(
     base_learning_rate: :math:`\eta_0`; by default the rate at step 0.
     decay_with_learning_rate: use :math:`\lambda \eta_t` in place of
       :math:`\lambda s_t`.
-    mu_dtype: dtype of the first moment; by default that of the parameters.
+    mu_dtype: dtype of the first moment; by default that of the parameters,
+      or float32 for float16 and bfloat16 parameters.
+    nu_dtype: dtype of the second moment, with the same default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` (extra arguments ignored).
@@ -437,7 +476,7 @@ def adam_prox(
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
   """
   return optax.chain(
-      _scale_by_adam(b1, b2, eps, mu_dtype),
+      _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
       optax.scale_by_learning_rate(learning_rate),
       proximal_weight_decay(
           weight_decay, learning_rate, base_learning_rate=base_learning_rate,

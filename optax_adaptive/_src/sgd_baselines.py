@@ -33,8 +33,9 @@ def sgd_constant(
     p_{t+1} = p_t - \eta_t \left(g_t / b_0 + \lambda p_t\right).
 
   Non-finite inputs: a gradient entry that is not finite (or whose scaled value
-  overflows) gets no gradient step; the weight decay still applies to it. The
-  loss is not read.
+  overflows the gradient's dtype) gets no gradient step; the weight decay still
+  applies to it. The loss is not read. The method has no state, so float16 and
+  bfloat16 parameters need no other dtype.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.
@@ -83,8 +84,11 @@ def scale_by_decay_sqrt(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Rescales updates by :math:`1 / \sqrt{b_0^2 + \alpha t}` at step :math:`t \ge 1`.
 
-  Non-finite inputs: a gradient entry whose scaled value is not finite gets a
-  zero update. The state depends on the step count alone.
+  Non-finite inputs, for :func:`sgd_decay_sqrt` too: a gradient entry whose
+  scaled value is not finite gets a zero update; in :func:`sgd_decay_sqrt` the
+  weight decay still applies to it. The loss is not read. The state depends on
+  the step count alone and is of the default float dtype; the updates keep the
+  gradients' dtype.
 
   Args:
     b0: :math:`b_0 > 0`.
@@ -136,8 +140,7 @@ def sgd_decay_sqrt(
     p_{t+1} = p_t - \eta_t \left(\frac{g_t}{\sqrt{b_0^2 + \alpha t}}
       + \lambda p_t\right), \qquad t = 1, 2, \ldots
 
-  Non-finite inputs: a gradient entry that is not finite gets no gradient step;
-  the weight decay still applies to it. The loss is not read.
+  Non-finite inputs: see :func:`scale_by_decay_sqrt`.
 
   Args:
     learning_rate: :math:`\eta_t`, a float or an optax schedule.

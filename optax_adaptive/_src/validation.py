@@ -70,13 +70,22 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         f'`{name}` must be one of {", ".join(map(repr, choices))}, got {value!r}.')
 
 
-def check_integer(name: str, value: Any, minimum: int) -> int:
-  """Returns `value` as a Python int: an integer (NumPy's too) >= `minimum`.
+def check_integer(name: str, value: Any, minimum: int | None = None) -> Any:
+  """Returns `value` as a Python int: an integer (NumPy's or a JAX scalar too).
 
-  Booleans are refused: `True` is an `int` to Python, never a count here.
+  Booleans are refused: `True` is an `int` to Python, never a count here. A
+  traced integer (injected by `optax.inject_hyperparams` inside `jit`) is
+  returned as it is, its dtype and shape checked: its value cannot be read
+  without a host round trip.
   """
-  if isinstance(value, (bool, np.bool_)) or not isinstance(
-      value, numbers.Integral) or value < minimum:
+  dtype = getattr(value, 'dtype', None)
+  if (isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0
+      or not (isinstance(value, numbers.Integral)
+              or (dtype is not None and np.issubdtype(dtype, np.integer)))):
+    raise ValueError(f'`{name}` must be an integer, got {value!r}.')
+  if isinstance(value, jax.core.Tracer):
+    return value
+  if minimum is not None and value < minimum:
     raise ValueError(
         f'`{name}` must be an integer >= {minimum}, got {value!r}.')
   return int(value)
