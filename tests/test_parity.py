@@ -64,8 +64,11 @@ def test_float32_first_steps_match_reference(name):
   steps = 5
   trajectories, losses, _ = reference_runs.replay(
       case, _optimizer(case), dtype=np.float32, steps=steps)
+  # float32 rounds the loss to its own precision: 1e-6 relative is about
+  # eight float32 ulps, which matters only for losses far above 1 (the
+  # diverging lr=30 run reaches 19.6 by step 4, 1.5e-5 from the reference).
   np.testing.assert_allclose(
-      losses, case.arrays['losses'][:steps], rtol=0, atol=1e-5)
+      losses, case.arrays['losses'][:steps], rtol=1e-6, atol=1e-5)
   for param, trajectory in trajectories.items():
     assert trajectory.dtype == np.float32
     np.testing.assert_allclose(

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_adaptive._src import numerics
 from optax_adaptive._src import validation
 
 
@@ -430,25 +431,13 @@ def acme(
   schedule_steps = _check_schedule_steps(schedule_steps)
   use_acme = acme
 
-  def moment_dtype(dtype, param):
-    if dtype is not None:
-      return jnp.dtype(dtype)
-    if jnp.issubdtype(param.dtype, jnp.floating) and param.dtype.itemsize == 2:
-      return jnp.dtype(jnp.float32)
-    return param.dtype
-
   def init_fn(params):
     _refuse_masked(params)
     float_dtype = jnp.result_type(float)
-
-    def zeros(dtype):
-      return jax.tree.map(
-          lambda p: jnp.zeros(jnp.shape(p), moment_dtype(dtype, p)), params)
-
     return AcmeState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros(mu_dtype),
-        nu=zeros(nu_dtype) if adam else None,
+        mu=numerics.zeros_like_moments(params, mu_dtype),
+        nu=numerics.zeros_like_moments(params, nu_dtype) if adam else None,
         adapted_learning_rate=jnp.asarray(learning_rate, float_dtype),
         step=jnp.zeros([], jnp.int32),
         schedule_factor=jnp.ones([], float_dtype),
