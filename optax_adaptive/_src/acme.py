@@ -67,14 +67,14 @@ class AcmeState(NamedTuple):
       step, -2 for a rejected step).
     num_rejected: number of steps rejected for a non-finite quantity.
   """
-  count: chex.Array
+  count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
-  nu: optax.Updates
-  adapted_learning_rate: chex.Array
-  step: chex.Array
-  schedule_factor: chex.Array
-  branch: chex.Array
-  num_rejected: chex.Array
+  nu: optax.Updates | None
+  adapted_learning_rate: chex.Array  # shape=(), the default float dtype.
+  step: chex.Array  # shape=(), dtype=jnp.int32.
+  schedule_factor: chex.Array  # shape=(), the default float dtype.
+  branch: chex.Array  # shape=(), dtype=jnp.int32, an AcmeBranch.
+  num_rejected: chex.Array  # shape=(), dtype=jnp.int32.
 
 
 def _widened(tree):
@@ -631,7 +631,7 @@ def _check_donatable(params, opt_state) -> None:
     ValueError: an array was already donated (deleted) by an earlier call, or
       the same array appears twice among the parameters and the state.
   """
-  seen = {}
+  seen: dict[int, str] = {}
   for name, tree in (('params', params), ('opt_state', opt_state)):
     for path, leaf in jax.tree.leaves_with_path(tree):
       if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):

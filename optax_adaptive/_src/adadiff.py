@@ -25,7 +25,7 @@ class ScaleByAdaDiffState(NamedTuple):
       ``accumulate_eps`` it also holds every step's ``eps``.
     previous_updates: the previous step's gradient (zero before the first).
   """
-  count: chex.Array
+  count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
   nu: optax.Updates
   previous_updates: optax.Updates

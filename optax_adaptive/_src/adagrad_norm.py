@@ -22,8 +22,9 @@ class ScaleByAdaGradNormState(NamedTuple):
       ``'rows'``, per leaf, one value per output unit (shaped to broadcast
       against the leaf) or one per element for leaves of rank < 2.
   """
-  count: chex.Array
-  accumulator: Any
+  count: chex.Array  # shape=(), dtype=jnp.int32.
+  # shape=() with 'global', the default float dtype; a tree with 'rows'.
+  accumulator: chex.Array | optax.Updates
 
 
 def _output_axis(axis) -> int:

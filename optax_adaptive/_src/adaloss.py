@@ -26,9 +26,9 @@ class ScaleByAdaLossState(NamedTuple):
     scale: the last step's factor :math:`1 / b_t`; the effective step size is
       the learning rate times ``scale``.
   """
-  count: chex.Array
-  accumulator: chex.Array
-  scale: chex.Array
+  count: chex.Array  # shape=(), dtype=jnp.int32.
+  accumulator: chex.Array  # shape=(), the default float dtype.
+  scale: chex.Array  # shape=(), the default float dtype.
 
 
 def scale_by_adaloss(

@@ -37,9 +37,9 @@ class ScheduledWeightDecayState(NamedTuple):
     decay: the last step's decay coefficient, :math:`\\lambda s_t` (or
       :math:`\\lambda \\eta_t` with ``decay_with_learning_rate``).
   """
-  count: chex.Array
-  base_learning_rate: chex.Array
-  decay: chex.Array
+  count: chex.Array  # shape=(), dtype=jnp.int32.
+  base_learning_rate: chex.Array  # shape=(), the default float dtype.
+  decay: chex.Array  # shape=(), the default float dtype.
 
 
 def _scheduled_weight_decay(

@@ -74,8 +74,8 @@ class ScaleByDecaySqrtState(NamedTuple):
     count: number of steps taken.
     scale: the last step's factor :math:`1 / \\sqrt{b_0^2 + \\alpha t}`.
   """
-  count: chex.Array
-  scale: chex.Array
+  count: chex.Array  # shape=(), dtype=jnp.int32.
+  scale: chex.Array  # shape=(), the default float dtype.
 
 
 def scale_by_decay_sqrt(

@@ -59,7 +59,7 @@ def check_beta(name: str, value: Any) -> None:
 
 def check_learning_rate(value: Any) -> None:
   """A learning rate is a float >= 0 or a schedule (checked at step 0)."""
-  if isinstance(value, Callable):
+  if callable(value):
     value = value(0)
   check_non_negative('learning_rate', value)
 
