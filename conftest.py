@@ -10,4 +10,5 @@ import os
 _DEVICES_FLAG = '--xla_force_host_platform_device_count'
 if _DEVICES_FLAG not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (
-      os.environ.get('XLA_FLAGS', '') + f' {_DEVICES_FLAG}=8').strip()
+      os.environ.get('XLA_FLAGS', '') + f' {_DEVICES_FLAG}=8'
+  ).strip()

@@ -31,7 +31,10 @@ BENCHMARKS_MD = pathlib.Path(__file__).parent.parent / 'BENCHMARKS.md'
 
 
 def time_alternately(
-    programs: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 1,
+    programs: Mapping[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    warmup: int = 1,
 ) -> dict[str, list[float]]:
   """Seconds of one call of each program, per round, the programs alternating.
 
@@ -63,8 +66,10 @@ def time_alternately(
 def machine_description() -> str:
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
-  return (f'{device.platform.upper()} ({kind}, {jax.device_count()} device(s)); '
-          f'{host_description()}')
+  return (
+      f'{device.platform.upper()} ({kind}, {jax.device_count()} device(s)); '
+      f'{host_description()}'
+  )
 
 
 def device_description() -> str:
@@ -84,9 +89,11 @@ def host_description(**versions: str) -> str:
     2026-01-31'``.
   """
   libraries = {'jax': jax.__version__, 'optax': optax.__version__, **versions}
-  return (f'host {platform.machine()} with {os.cpu_count()} cores; '
-          + ', '.join(f'{name} {version}' for name, version in libraries.items())
-          + f'; {datetime.date.today().isoformat()}')
+  return (
+      f'host {platform.machine()} with {os.cpu_count()} cores; '
+      + ', '.join(f'{name} {version}' for name, version in libraries.items())
+      + f'; {datetime.date.today().isoformat()}'
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +110,7 @@ class Worker:
     env: environment variables of the process, set before it starts (and so
       before it imports JAX): ``XLA_FLAGS``, for one.
   """
+
   build: Callable[..., tuple[dict[str, Callable[[], Any]], dict[str, Any]]]
   kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   env: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -142,8 +150,12 @@ def _environment(values: Mapping[str, str]):
 
 
 def time_in_alternation(
-    workers: Mapping[str, Worker], *, rounds: int, warmup: int = 1,
-    min_seconds: float = 0.0, one_build_at_a_time: bool = False,
+    workers: Mapping[str, Worker],
+    *,
+    rounds: int,
+    warmup: int = 1,
+    min_seconds: float = 0.0,
+    one_build_at_a_time: bool = False,
 ) -> tuple[dict[tuple[str, str], list[float]], dict[str, dict[str, Any]]]:
   """Seconds per call of every program of every worker, timed in alternation.
 
@@ -182,8 +194,10 @@ def time_in_alternation(
       env = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false', **worker.env}
       with _environment(env):
         process = context.Process(
-            target=_serve, args=(child, worker.build, dict(worker.kwargs)),
-            daemon=True)
+            target=_serve,
+            args=(child, worker.build, dict(worker.kwargs)),
+            daemon=True,
+        )
         process.start()
       connections[label] = parent
       processes.append(process)
@@ -192,7 +206,9 @@ def time_in_alternation(
     for label in connections:
       if label not in programs:
         wait_until_built(label)
-    samples = {(label, name): [] for label in workers for name in programs[label]}
+    samples = {
+        (label, name): [] for label in workers for name in programs[label]
+    }
     for round_index in range(warmup + rounds):
       for label, name in samples:
         connections[label].send((name, min_seconds))
@@ -213,8 +229,10 @@ def time_in_alternation(
 
 
 def _platform_facts():
-  return {}, {'platform': jax.devices()[0].platform,
-              'devices': jax.device_count()}
+  return {}, {
+      'platform': jax.devices()[0].platform,
+      'devices': jax.device_count(),
+  }
 
 
 def jax_platform() -> tuple[str, int]:
@@ -223,8 +241,9 @@ def jax_platform() -> tuple[str, int]:
   Found in a worker process, so that the calling process never starts JAX's
   backend, which would take a GPU's memory from the workers it then starts.
   """
-  _, info = time_in_alternation({'probe': Worker(_platform_facts)}, rounds=0,
-                                warmup=0)
+  _, info = time_in_alternation(
+      {'probe': Worker(_platform_facts)}, rounds=0, warmup=0
+  )
   return info['probe']['platform'], info['probe']['devices']
 
 
@@ -251,8 +270,14 @@ def write_section(name: str, markdown: str, path: pathlib.Path = BENCHMARKS_MD):
   path.write_text(text)
 
 
-def write_run(slug: str, title: str, command: str, table: str,
-              platform: str, path: pathlib.Path = BENCHMARKS_MD) -> None:
+def write_run(
+    slug: str,
+    title: str,
+    command: str,
+    table: str,
+    platform: str,
+    path: pathlib.Path = BENCHMARKS_MD,
+) -> None:
   """Writes a script's table as its section for `platform` of BENCHMARKS.md.
 
   Args:
@@ -264,6 +289,8 @@ def write_run(slug: str, title: str, command: str, table: str,
     platform: the JAX platform the figures were measured on, e.g. ``'cpu'``.
     path: the file to update.
   """
-  write_section(f'{slug}-{platform}',
-                f'## {title} ({platform.upper()})\n\n`{command}`\n\n{table}',
-                path)
+  write_section(
+      f'{slug}-{platform}',
+      f'## {title} ({platform.upper()})\n\n`{command}`\n\n{table}',
+      path,
+  )

@@ -12,10 +12,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from experiments import models
 import optax_adaptive
@@ -23,12 +23,17 @@ import optax_adaptive
 NUM_CLASSES = 10
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *,
-                        batch_help: str | None = None) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, batch_help: str | None = None
+) -> None:
   """The command-line flags ``--batch-size`` and ``--depth`` of the scripts."""
   parser.add_argument('--batch-size', type=int, default=128, help=batch_help)
-  parser.add_argument('--depth', type=int, default=20,
-                      help='6n + 2; 20 is ResNet-20 (8 for a quick check)')
+  parser.add_argument(
+      '--depth',
+      type=int,
+      default=20,
+      help='6n + 2; 20 is ResNet-20 (8 for a quick check)',
+  )
 
 
 def methods() -> dict[str, optax.GradientTransformationExtraArgs]:
@@ -53,8 +58,9 @@ def methods() -> dict[str, optax.GradientTransformationExtraArgs]:
   }
 
 
-def split_model(*, batch_norm: bool, depth: int = 20,
-                seed: int = 0) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+def split_model(
+    *, batch_norm: bool, depth: int = 20, seed: int = 0
+) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
   """The model as ``(graphdef, params, batch_stats)``.
 
   Args:
@@ -66,25 +72,36 @@ def split_model(*, batch_norm: bool, depth: int = 20,
   Returns:
     What :func:`flax.nnx.split` gives for ``nnx.Param`` and ``nnx.BatchStat``.
   """
-  model = models.create_model('resnet20', num_classes=NUM_CLASSES, depth=depth,
-                              batch_norm=batch_norm, rngs=nnx.Rngs(seed))
+  model = models.create_model(
+      'resnet20',
+      num_classes=NUM_CLASSES,
+      depth=depth,
+      batch_norm=batch_norm,
+      rngs=nnx.Rngs(seed),
+  )
   return nnx.split(model, nnx.Param, nnx.BatchStat)
 
 
 def loss_function(graphdef: nnx.GraphDef) -> Callable[..., Any]:
   """``loss(params, batch_stats, images, labels) -> (loss, batch_stats)``."""
+
   def loss(params, batch_stats, images, labels):
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
     logits = model(images)
     value = optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels).mean()
+        logits, labels
+    ).mean()
     return value, nnx.state(model, nnx.BatchStat)
+
   return loss
 
 
-def train_step(loss: Callable[..., Any], name: str,
-               tx: optax.GradientTransformationExtraArgs,
-               **jit_kwargs) -> Callable[..., Any]:
+def train_step(
+    loss: Callable[..., Any],
+    name: str,
+    tx: optax.GradientTransformationExtraArgs,
+    **jit_kwargs,
+) -> Callable[..., Any]:
   """The jitted step of optimizer `name`.
 
   Args:
@@ -102,11 +119,14 @@ def train_step(loss: Callable[..., Any], name: str,
     # Already jitted; the outer jit (inlining it) takes the caller's shardings.
     step = optax_adaptive.acme_step(loss, tx, has_aux=True)
   else:
+
     def step(params, opt_state, batch_stats, images, labels):
       (value, batch_stats), grads = jax.value_and_grad(loss, has_aux=True)(
-          params, batch_stats, images, labels)
+          params, batch_stats, images, labels
+      )
       updates, opt_state = tx.update(grads, opt_state, params, value=value)
       return optax.apply_updates(params, updates), opt_state, value, batch_stats
+
   return jax.jit(step, donate_argnums=(0, 1), **jit_kwargs)
 
 
@@ -147,8 +167,9 @@ def copy_tree(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-def step_program(step: Callable[..., Any], params, opt_state,
-                 *inputs) -> Callable[[], None]:
+def step_program(
+    step: Callable[..., Any], params, opt_state, *inputs
+) -> Callable[[], None]:
   """One blocking call of a step of :func:`train_step`, after a first one.
 
   Args:

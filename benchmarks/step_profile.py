@@ -1,4 +1,4 @@
-"""Where ResNet-20's forward-backward time goes, by kind of operation.
+r"""Where ResNet-20's forward-backward time goes, by kind of operation.
 
 The jitted loss and gradient of ``experiments.models``' ResNet-20 (batch 128,
 with and without BatchNorm) runs under JAX's profiler; the time of each of its
@@ -13,7 +13,8 @@ innermost), XLA fuses their elementwise producers into those transposes, and
 the fused transposes take nearly as long as the convolutions themselves.
 
     python benchmarks/step_profile.py                # prints the table
-    python benchmarks/step_profile.py --settings default 'instruction fusion off'
+    python benchmarks/step_profile.py --settings default \
+        'instruction fusion off'
     python benchmarks/step_profile.py --write        # updates BENCHMARKS.md
 """
 
@@ -30,20 +31,26 @@ import sys
 import tempfile
 from typing import Any
 
-import jax
-
 import end_to_end
+import jax
 import report
 import resnet20
 
-KINDS = ('convolution', 'matrix product', 'transpose or copy', 'reduction',
-         'elementwise and other')
+KINDS = (
+    'convolution',
+    'matrix product',
+    'transpose or copy',
+    'reduction',
+    'elementwise and other',
+)
 
 # The settings profiled on a CPU (XLA_SETTINGS' flags are XLA:CPU's; a GPU
 # profiles its default alone): those that decide where the transposes' time
 # goes.
 CPU_SETTINGS = [
-    'default', 'YNNPACK fusions off', 'instruction fusion off',
+    'default',
+    'YNNPACK fusions off',
+    'instruction fusion off',
     'instruction fusion and YNNPACK fusions off',
     'YNNPACK for elementwise ops only',
     'YNNPACK for elementwise ops and reductions',
@@ -58,7 +65,8 @@ PROFILE_FLAGS = '--xla_gpu_enable_command_buffer='
 _COMPUTATION = re.compile(r'^(?:ENTRY )?%(\S+) .*\{$')
 # `%name = shape opcode(operands), attributes`; a tuple shape is parenthesised.
 _INSTRUCTION = re.compile(
-    r'^\s*(?:ROOT )?%(\S+) = (?:\(.*?\)|\S+) ([a-z][\w-]*)\((.*)$')
+    r'^\s*(?:ROOT )?%(\S+) = (?:\(.*?\)|\S+) ([a-z][\w-]*)\((.*)$'
+)
 _CALLED = re.compile(r'(?:calls|to_apply)=%([\w.-]+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 
@@ -78,9 +86,9 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
   Returns:
     Instruction name -> kind.
   """
-  opcodes = collections.defaultdict(set)   # computation -> opcodes it runs
-  calls = collections.defaultdict(set)     # computation -> computations
-  entry_operations = {}                    # name -> (opcode, called, target)
+  opcodes = collections.defaultdict(set)  # computation -> opcodes it runs
+  calls = collections.defaultdict(set)  # computation -> computations
+  entry_operations = {}  # name -> (opcode, called, target)
   computation, is_entry = None, False
   for line in hlo_text.splitlines():
     if match := _COMPUTATION.match(line):
@@ -91,7 +99,8 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
     name, opcode, rest = match.groups()
     target = _TARGET.search(rest)
     opcodes[computation].add(
-        f'custom-call:{target.group(1)}' if target else opcode)
+        f'custom-call:{target.group(1)}' if target else opcode
+    )
     called = set(_CALLED.findall(rest))
     calls[computation] |= called
     if is_entry:
@@ -110,7 +119,8 @@ def operation_kinds(hlo_text: str) -> dict[str, str]:
       ops |= opcodes[callee]
     # Library calls (cuDNN, cuBLAS) are custom calls named by their target.
     targets = ' '.join(
-        op for op in ops if op.startswith('custom-call:')).lower()
+        op for op in ops if op.startswith('custom-call:')
+    ).lower()
     if 'convolution' in ops or 'conv' in targets:
       kinds[name] = 'convolution'
     elif 'dot' in ops or 'gemm' in targets or 'matmul' in targets:
@@ -135,9 +145,11 @@ def traced_times(trace_dir: str, module: str) -> dict[str, float]:
   for path in pathlib.Path(trace_dir).rglob('*.trace.json.gz'):
     with gzip.open(path) as f:
       events = json.load(f).get('traceEvents', [])
-    processes = {event['pid']: event['args'].get('name', '')
-                 for event in events if event.get('ph') == 'M'
-                 and event.get('name') == 'process_name'}
+    processes = {
+        event['pid']: event['args'].get('name', '')
+        for event in events
+        if event.get('ph') == 'M' and event.get('name') == 'process_name'
+    }
     for event in events:
       args = event.get('args', {})
       if event.get('ph') == 'X' and args.get('hlo_module') == module:
@@ -146,8 +158,14 @@ def traced_times(trace_dir: str, module: str) -> dict[str, float]:
   return device or host
 
 
-def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
-            traced_steps: int) -> dict[str, Any]:
+def profile(
+    *,
+    batch_norm: bool,
+    batch_size: int,
+    depth: int,
+    rounds: int,
+    traced_steps: int,
+) -> dict[str, Any]:
   """Median milliseconds of the forward-backward pass and its time per kind.
 
   Returns:
@@ -156,16 +174,19 @@ def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
     operations of the program are transposes or copies; ``device`` and
     ``platform``.
   """
-  graphdef, params, batch_stats = resnet20.split_model(batch_norm=batch_norm,
-                                                       depth=depth)
+  graphdef, params, batch_stats = resnet20.split_model(
+      batch_norm=batch_norm, depth=depth
+  )
   loss = resnet20.loss_function(graphdef)
   images, labels = resnet20.random_batch(batch_size)
-  compiled, step = resnet20.gradient_program(loss, params, batch_stats,
-                                             images, labels)
+  compiled, step = resnet20.gradient_program(
+      loss, params, batch_stats, images, labels
+  )
   module = re.match(r'HloModule (\S+?),', compiled.as_text()).group(1)
   kinds = operation_kinds(compiled.as_text())
-  seconds = report.time_alternately({'step': step}, rounds=rounds,
-                                    warmup=0)['step']
+  seconds = report.time_alternately({'step': step}, rounds=rounds, warmup=0)[
+      'step'
+  ]
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(traced_steps):
@@ -176,32 +197,49 @@ def profile(*, batch_norm: bool, batch_size: int, depth: int, rounds: int,
   result = dict.fromkeys(KINDS, 0.0)
   for name, microseconds in per_operation.items():
     result[kinds.get(name, 'elementwise and other')] += (
-        microseconds / 1e3 / traced_steps)
+        microseconds / 1e3 / traced_steps
+    )
   transposes = sum(kind == 'transpose or copy' for kind in kinds.values())
-  return {'step': 1e3 * statistics.median(seconds), **result,
-          'transposes': transposes,
-          'device': report.device_description(),
-          'platform': jax.devices()[0].platform}
+  return {
+      'step': 1e3 * statistics.median(seconds),
+      **result,
+      'transposes': transposes,
+      'device': report.device_description(),
+      'platform': jax.devices()[0].platform,
+  }
 
 
 def run_setting(flags: str, args) -> dict[str, dict[str, Any]]:
   """:func:`profile` with and without BatchNorm in a process with `flags`
   (and ``PROFILE_FLAGS``)."""
-  command = [sys.executable, __file__, '--profile-worker',
-             '--batch-size', str(args.batch_size), '--depth', str(args.depth),
-             '--rounds', str(args.rounds),
-             '--traced-steps', str(args.traced_steps),
-             '--batch-norm', *('on' if b else 'off' for b in args.batch_norm)]
+  command = [
+      sys.executable,
+      __file__,
+      '--profile-worker',
+      '--batch-size',
+      str(args.batch_size),
+      '--depth',
+      str(args.depth),
+      '--rounds',
+      str(args.rounds),
+      '--traced-steps',
+      str(args.traced_steps),
+      '--batch-norm',
+      *('on' if b else 'off' for b in args.batch_norm),
+  ]
   env = {**os.environ, 'XLA_FLAGS': f'{flags} {PROFILE_FLAGS}'.strip()}
-  output = subprocess.run(command, env=env, check=True, capture_output=True,
-                          text=True).stdout
+  output = subprocess.run(
+      command, env=env, check=True, capture_output=True, text=True
+  ).stdout
   return json.loads(output.splitlines()[-1])
 
 
 def table(args) -> tuple[str, str]:
   """The markdown table of every setting, and JAX's platform."""
-  results = {setting: run_setting(end_to_end.XLA_SETTINGS[setting], args)
-             for setting in args.settings}
+  results = {
+      setting: run_setting(end_to_end.XLA_SETTINGS[setting], args)
+      for setting in args.settings
+  }
   first = next(iter(results.values()))[_norm_key(args.batch_norm[0])]
   lines = [
       f'Device: {first["device"]}; {report.host_description()}.',
@@ -211,16 +249,20 @@ def table(args) -> tuple[str, str]:
       f'call of its operations by kind, summed over {args.traced_steps} calls '
       "under JAX's profiler (operations that overlap are each counted, so a "
       'row may sum to more than its step). '
-      + ('On XLA:CPU the convolutions that Eigen computes (all of them with '
-         'YNNPACK fusions off) run asynchronously and their events time only '
-         'their launch, so there the convolution column is not what they '
-         'cost; the other columns are synchronous loops. '
-         if first['platform'] == 'cpu' else
-         "XLA's command buffers are off (`" + PROFILE_FLAGS + '`), as they '
-         'hide which operation a kernel is. ')
+      + (
+          'On XLA:CPU the convolutions that Eigen computes (all of them with '
+          'YNNPACK fusions off) run asynchronously and their events time only '
+          'their launch, so there the convolution column is not what they '
+          'cost; the other columns are synchronous loops. '
+          if first['platform'] == 'cpu'
+          else "XLA's command buffers are off (`"
+          + PROFILE_FLAGS
+          + '`), as they hide which operation a kernel is. '
+      )
       + 'XLA_FLAGS of each setting as in `end_to_end.py`.',
       '',
-      '| XLA setting | BatchNorm | step (ms) | ' + ' | '.join(KINDS)
+      '| XLA setting | BatchNorm | step (ms) | '
+      + ' | '.join(KINDS)
       + ' | transposes and copies in the program |',
       '| --- | --- | ---: |' + ' ---: |' * len(KINDS) + ' ---: |',
   ]
@@ -230,7 +272,8 @@ def table(args) -> tuple[str, str]:
       lines.append(
           f'| {setting} | {_norm_key(batch_norm)} | {row["step"]:.0f} | '
           + ' | '.join(f'{row[kind]:.0f}' for kind in KINDS)
-          + f' | {row["transposes"]} |')
+          + f' | {row["transposes"]} |'
+      )
   return '\n'.join(lines), first['platform']
 
 
@@ -241,30 +284,48 @@ def _norm_key(batch_norm: bool) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   resnet20.add_model_arguments(parser)
-  parser.add_argument('--rounds', type=int, default=7,
-                      help='timed calls of each program')
-  parser.add_argument('--traced-steps', type=int, default=3,
-                      help='calls under the profiler')
-  parser.add_argument('--batch-norm', nargs='+', choices=['on', 'off'],
-                      default=['on', 'off'])
-  parser.add_argument('--settings', nargs='+',
-                      choices=list(end_to_end.XLA_SETTINGS),
-                      help='XLA settings of end_to_end.py (default: those of '
-                      'CPU_SETTINGS on a CPU, the default alone elsewhere)')
-  parser.add_argument('--write', action='store_true',
-                      help='update this section of BENCHMARKS.md')
-  parser.add_argument('--profile-worker', action='store_true',
-                      help=argparse.SUPPRESS)
+  parser.add_argument(
+      '--rounds', type=int, default=7, help='timed calls of each program'
+  )
+  parser.add_argument(
+      '--traced-steps', type=int, default=3, help='calls under the profiler'
+  )
+  parser.add_argument(
+      '--batch-norm', nargs='+', choices=['on', 'off'], default=['on', 'off']
+  )
+  parser.add_argument(
+      '--settings',
+      nargs='+',
+      choices=list(end_to_end.XLA_SETTINGS),
+      help=(
+          'XLA settings of end_to_end.py (default: those of '
+          'CPU_SETTINGS on a CPU, the default alone elsewhere)'
+      ),
+  )
+  parser.add_argument(
+      '--write',
+      action='store_true',
+      help='update this section of BENCHMARKS.md',
+  )
+  parser.add_argument(
+      '--profile-worker', action='store_true', help=argparse.SUPPRESS
+  )
   args = parser.parse_args()
   args.batch_norm = [b == 'on' for b in args.batch_norm]
 
   if args.profile_worker:
-    print(json.dumps({
-        _norm_key(batch_norm): profile(
-            batch_norm=batch_norm, batch_size=args.batch_size,
-            depth=args.depth, rounds=args.rounds,
-            traced_steps=args.traced_steps)
-        for batch_norm in args.batch_norm}))
+    print(
+        json.dumps({
+            _norm_key(batch_norm): profile(
+                batch_norm=batch_norm,
+                batch_size=args.batch_size,
+                depth=args.depth,
+                rounds=args.rounds,
+                traced_steps=args.traced_steps,
+            )
+            for batch_norm in args.batch_norm
+        })
+    )
     return
   if args.settings is None:
     platform, _ = report.jax_platform()
@@ -272,9 +333,13 @@ def main():
   markdown, platform = table(args)
   print(markdown)
   if args.write:
-    report.write_run('step-profile', 'Where the forward-backward time goes',
-                     'python benchmarks/step_profile.py --write', markdown,
-                     platform)
+    report.write_run(
+        'step-profile',
+        'Where the forward-backward time goes',
+        'python benchmarks/step_profile.py --write',
+        markdown,
+        platform,
+    )
 
 
 if __name__ == '__main__':

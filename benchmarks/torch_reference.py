@@ -25,24 +25,30 @@ def default_device() -> str:
 
 
 def device_description(device: str) -> str:
-  return (torch.cuda.get_device_name() if device == 'cuda'
-          else f'CPU ({torch.get_num_threads()} threads)')
+  return (
+      torch.cuda.get_device_name()
+      if device == 'cuda'
+      else f'CPU ({torch.get_num_threads()} threads)'
+  )
 
 
 def blocking(function: Callable[[], object], device: str) -> Callable[[], None]:
   """`function`, returning once the device has done its work (for timing)."""
+
   def run():
     function()
     if device == 'cuda':
       torch.cuda.synchronize()
+
   return run
 
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions around a parameter-free (option A) shortcut."""
 
-  def __init__(self, in_channels: int, out_channels: int, stride: int,
-               batch_norm: bool):
+  def __init__(
+      self, in_channels: int, out_channels: int, stride: int, batch_norm: bool
+  ):
     super().__init__()
     self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
@@ -55,8 +61,10 @@ class BasicBlock(nn.Module):
     if self.stride == 1 and self.new_channels == 0:
       return x
     before = self.new_channels // 2
-    return F.pad(x[:, :, ::self.stride, ::self.stride],
-                 (0, 0, 0, 0, before, self.new_channels - before))
+    return F.pad(
+        x[:, :, :: self.stride, :: self.stride],
+        (0, 0, 0, 0, before, self.new_channels - before),
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     y = F.relu(self.bn1(self.conv1(x)))
@@ -73,8 +81,9 @@ class CifarResNet(nn.Module):
     269722
   """
 
-  def __init__(self, depth: int = 20, num_classes: int = 10,
-               batch_norm: bool = True):
+  def __init__(
+      self, depth: int = 20, num_classes: int = 10, batch_norm: bool = True
+  ):
     super().__init__()
     blocks_per_stage = (depth - 2) // 6
     self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
@@ -94,17 +103,24 @@ class CifarResNet(nn.Module):
 
 
 class AdaDiff(torch.optim.Optimizer):
-  """AdaDiff as its authors' PyTorch optimizer computes it, one tensor at a time.
+  """AdaDiff as its authors' PyTorch optimizer computes it, tensor by tensor.
 
   The L2 term joins the gradient, the second moment also averages the squared
   change of the gradient, ``eps`` is added to the stored second moment every
   step, and the gradient is kept for the next step.
   """
 
-  def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999),
-               eps: float = 1e-8, weight_decay: float = 0.0):
-    super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
-                                  weight_decay=weight_decay))
+  def __init__(
+      self,
+      params,
+      lr: float = 1e-3,
+      betas=(0.9, 0.999),
+      eps: float = 1e-8,
+      weight_decay: float = 0.0,
+  ):
+    super().__init__(
+        params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    )
 
   @torch.no_grad()
   def step(self, closure=None):
@@ -124,10 +140,14 @@ class AdaDiff(torch.optim.Optimizer):
         change = grad - state['previous_grad']
         state['mu'].mul_(beta1).add_(grad, alpha=1 - beta1)
         state['nu'].mul_(beta2).addcmul_(grad, grad, value=1 - beta2).addcmul_(
-            change, change, value=1 - beta2).add_(group['eps'])
+            change, change, value=1 - beta2
+        ).add_(group['eps'])
         state['previous_grad'] = grad
-        step_size = group['lr'] * math.sqrt(
-            1 - beta2 ** state['step']) / (1 - beta1 ** state['step'])
+        step_size = (
+            group['lr']
+            * math.sqrt(1 - beta2 ** state['step'])
+            / (1 - beta1 ** state['step'])
+        )
         param.addcdiv_(state['mu'], state['nu'].sqrt(), value=-step_size)
 
 
@@ -137,14 +157,18 @@ class AdaDiff(torch.optim.Optimizer):
 # AdaLoss is SGD on the loss divided by b_t (see `train_step`).
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     'sgd': lambda p, **options: torch.optim.SGD(
-        p, lr=0.1, weight_decay=5e-4, **options),
+        p, lr=0.1, weight_decay=5e-4, **options
+    ),
     'adaloss': lambda p, **options: torch.optim.SGD(
-        p, lr=0.1, weight_decay=5e-4, **options),
+        p, lr=0.1, weight_decay=5e-4, **options
+    ),
     'adam': lambda p, **options: torch.optim.Adam(p, lr=1e-3, **options),
     'adam_l2': lambda p, **options: torch.optim.Adam(
-        p, lr=1e-3, weight_decay=5e-4, **options),
+        p, lr=1e-3, weight_decay=5e-4, **options
+    ),
     'adamw': lambda p, **options: torch.optim.AdamW(
-        p, lr=1e-3, weight_decay=5e-4, **options),
+        p, lr=1e-3, weight_decay=5e-4, **options
+    ),
     'adadiff': lambda p: AdaDiff(p, lr=1e-3, weight_decay=5e-4),
 }
 # The rules whose optimizer has PyTorch's fused kernel, one pass per tensor
@@ -153,9 +177,9 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 FUSED_RULES = frozenset({'sgd', 'adaloss', 'adam', 'adam_l2', 'adamw'})
 
 
-def train_step(model: nn.Module, rule: str, *,
-               evaluations: int = 1) -> Callable[[torch.Tensor, torch.Tensor],
-                                                 torch.Tensor]:
+def train_step(
+    model: nn.Module, rule: str, *, evaluations: int = 1
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
   """One eager training step of `model` with the update rule `rule`.
 
   Args:

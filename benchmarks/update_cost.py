@@ -41,20 +41,22 @@ import statistics
 import time
 from typing import NamedTuple
 
+import end_to_end
 import jax
 import jax.numpy as jnp
 import optax
-
-import end_to_end
-import optax_adaptive
 import report
+
+import optax_adaptive
 
 
 def resnet50_shapes() -> dict[str, tuple[int, ...]]:
   """The shapes of ResNet-50's parameters in Flax layouts (HWIO kernels)."""
   shapes = {'stem/kernel': (7, 7, 3, 64), 'stem/bn': (2, 64)}
   in_channels = 64
-  for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+  for stage, (blocks, width) in enumerate(
+      zip((3, 4, 6, 3), (64, 128, 256, 512))
+  ):
     for block in range(blocks):
       name = f'stage{stage}/block{block}'
       out_channels = 4 * width
@@ -118,6 +120,7 @@ TORCH_COUNTERPARTS = {
 
 class Step(NamedTuple):
   """A compiled optimizer step and what XLA says of it."""
+
   run: Callable[[], None]  # one donated step, blocking until it is done
   traffic_bytes: float  # bytes the program reads and writes
   temp_bytes: int  # its temporary buffers
@@ -127,6 +130,7 @@ class Step(NamedTuple):
 
 def compile_step(tx, params, grads) -> Step:
   """The jitted update + apply_updates of `tx`, compiled, and its costs."""
+
   def step(params, state, grads, loss):
     updates, state = tx.update(grads, state, params, value=loss)
     return optax.apply_updates(params, updates), state
@@ -136,8 +140,9 @@ def compile_step(tx, params, grads) -> Step:
   carry = [params, init(params)]
   loss = jnp.float32(1.0)
   start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
-      *carry, grads, loss).compile()
+  compiled = (
+      jax.jit(step, donate_argnums=(0, 1)).lower(*carry, grads, loss).compile()
+  )
   compile_seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost  # older JAX: a list
@@ -146,9 +151,13 @@ def compile_step(tx, params, grads) -> Step:
     carry[:] = compiled(carry[0], carry[1], grads, loss)
     jax.block_until_ready(carry)
 
-  return Step(run, cost['bytes accessed'],
-              compiled.memory_analysis().temp_size_in_bytes,
-              init.memory_analysis().output_size_in_bytes, compile_seconds)
+  return Step(
+      run,
+      cost['bytes accessed'],
+      compiled.memory_analysis().temp_size_in_bytes,
+      init.memory_analysis().output_size_in_bytes,
+      compile_seconds,
+  )
 
 
 def copy_program(num_params: int) -> Callable[[], None]:
@@ -173,8 +182,9 @@ def jax_steps(*, shapes: dict[str, tuple[int, ...]]):
     ``info['steps'][name]`` holds a step's costs (the fields of ``Step`` but
     ``run``), beside the device and the tree's size.
   """
-  params = {name: jnp.zeros(shape, jnp.float32)
-            for name, shape in shapes.items()}
+  params = {
+      name: jnp.zeros(shape, jnp.float32) for name, shape in shapes.items()
+  }
   grads = jax.tree.map(lambda x: jnp.full_like(x, 1e-3), params)
   num_params = sum(x.size for x in jax.tree.leaves(params))
   # Compiled first, so that the first step's compile time is not JAX's start.
@@ -185,12 +195,18 @@ def jax_steps(*, shapes: dict[str, tuple[int, ...]]):
     step = compile_step(tx, params, grads)
     step.run()
     programs[name] = step.run
-    costs[name] = {field: value for field, value in step._asdict().items()
-                   if field != 'run'}
-  info = {'machine': report.machine_description(),
-          'platform': jax.devices()[0].platform, 'num_params': num_params,
-          'buffer_bytes': sum(x.nbytes for x in jax.tree.leaves(params)),
-          'steps': costs}
+    costs[name] = {
+        field: value
+        for field, value in step._asdict().items()
+        if field != 'run'
+    }
+  info = {
+      'machine': report.machine_description(),
+      'platform': jax.devices()[0].platform,
+      'num_params': num_params,
+      'buffer_bytes': sum(x.nbytes for x in jax.tree.leaves(params)),
+      'steps': costs,
+  }
   return programs, info
 
 
@@ -217,10 +233,13 @@ def torch_steps(*, shapes: dict[str, tuple[int, ...]], rules: list[str]):
   device = torch_reference.default_device()
   programs = {}
   forms = [(rule, False) for rule in rules] + [
-      (rule, True) for rule in rules if rule in torch_reference.FUSED_RULES]
+      (rule, True) for rule in rules if rule in torch_reference.FUSED_RULES
+  ]
   for rule, fused in forms:
-    params = [torch.zeros(shape, device=device, requires_grad=True)
-              for shape in shapes.values()]
+    params = [
+        torch.zeros(shape, device=device, requires_grad=True)
+        for shape in shapes.values()
+    ]
     for param in params:
       param.grad = torch.full_like(param, 1e-3)
     options = {'fused': True} if fused else {}
@@ -228,9 +247,11 @@ def torch_steps(*, shapes: dict[str, tuple[int, ...]], rules: list[str]):
     run = torch_reference.blocking(optimizer.step, device)
     run()
     programs[torch_label(rule, fused)] = run
-  info = {'device': torch_reference.device_description(device),
-          'torch': torch.__version__,
-          'fused_rules': sorted(torch_reference.FUSED_RULES)}
+  info = {
+      'device': torch_reference.device_description(device),
+      'torch': torch.__version__,
+      'fused_rules': sorted(torch_reference.FUSED_RULES),
+  }
   return programs, info
 
 
@@ -243,24 +264,31 @@ def cost_table(samples, info, *, rounds: int, min_seconds: float) -> str:
   adam_buffers = steps['optax.adam']['traffic_bytes'] / buffer_bytes
   lines = [
       f'Device: {info["machine"]}.',
-      f'Parameters: {num_params / 1e6:.1f} M float32 (ResNet-50 shapes); median '
-      f'of {rounds} rounds, every program once per round, each sample the mean '
-      f'of as many calls as fill {1e3 * min_seconds:.0f} ms (at least one); '
-      'copy bandwidth measured in the same rounds: '
-      f'{bandwidth / 1e9:.1f} GB/s (read + write).'
-      ' Buffers are parameter-sized reads and writes per step: "nominal" in one'
-      ' fused pass, "compiled" by the compiled program (XLA\'s cost analysis).'
-      ' "vs nominal" is the time ratio to optax.adam over the nominal ratio '
-      '(buffers / 7): the library\'s goal is at most 1.05. "vs compiled" is the'
-      ' time ratio over the ratio of compiled buffers to optax.adam\'s '
-      f'({adam_buffers:.0f}). GB/s is the nominal traffic over the time. '
-      '"compile" is the lowering and compilation of the step, timed once.',
+      (
+          f'Parameters: {num_params / 1e6:.1f} M float32 (ResNet-50 shapes);'
+          f' median of {rounds} rounds, every program once per round, each'
+          f' sample the mean of as many calls as fill {1e3 * min_seconds:.0f}'
+          ' ms (at least one); copy bandwidth measured in the same rounds:'
+          f' {bandwidth / 1e9:.1f} GB/s (read + write). Buffers are'
+          ' parameter-sized reads and writes per step: "nominal" in one fused'
+          ' pass, "compiled" by the compiled program (XLA\'s cost analysis).'
+          ' "vs nominal" is the time ratio to optax.adam over the nominal'
+          ' ratio (buffers / 7): the library\'s goal is at most 1.05. "vs'
+          ' compiled" is the time ratio over the ratio of compiled buffers to'
+          f" optax.adam's ({adam_buffers:.0f}). GB/s is the nominal traffic"
+          ' over the time. "compile" is the lowering and compilation of the'
+          ' step, timed once.'
+      ),
       '',
-      '| method | ms / step | vs optax.adam | buffers: nominal | compiled '
-      '| vs nominal | vs compiled | GB/s | % of copy bandwidth '
-      '| temporaries (bytes / param) | state bytes / param | compile (s) |',
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: '
-      '| ---: | ---: |',
+      (
+          '| method | ms / step | vs optax.adam | buffers: nominal | compiled '
+          '| vs nominal | vs compiled | GB/s | % of copy bandwidth '
+          '| temporaries (bytes / param) | state bytes / param | compile (s) |'
+      ),
+      (
+          '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---:'
+          ' | ---: | ---: |'
+      ),
   ]
   for name, step in steps.items():
     seconds = statistics.median(samples[name])
@@ -274,7 +302,8 @@ def cost_table(samples, info, *, rounds: int, min_seconds: float) -> str:
         f'| {100 * achieved / bandwidth:.0f}% '
         f'| {step["temp_bytes"] / num_params:.2f} '
         f'| {step["state_bytes"] / num_params:.2f} '
-        f'| {step["compile_seconds"]:.2f} |')
+        f'| {step["compile_seconds"]:.2f} |'
+    )
   return '\n'.join(lines)
 
 
@@ -282,30 +311,38 @@ def torch_table(jax_samples, torch_samples, torch_info) -> str:
   """Each method's step against PyTorch's on the same tree, same rounds."""
   fused_rules = set(torch_info['fused_rules'])
   lines = [
-      f'PyTorch {torch_info["torch"]}: {torch_info["device"]}; its '
-      '`optimizer.step()` on parameters and gradients of the same shapes, '
-      'timed in the same rounds. "default" is the form `torch.optim` picks '
-      'when the code does not choose (a loop over the tensors on a CPU, the '
-      'multi-tensor form on a GPU), as the authors\' code runs it; "fused" is '
-      'PyTorch\'s fused kernel (`fused=True`), where it has one. '
-      '"PyTorch / JAX" is the median of the round-by-round ratios of step '
-      'times: above 1, the JAX step is the faster.',
+      (
+          f'PyTorch {torch_info["torch"]}: {torch_info["device"]}; its'
+          ' `optimizer.step()` on parameters and gradients of the same shapes,'
+          ' timed in the same rounds. "default" is the form `torch.optim`'
+          ' picks when the code does not choose (a loop over the tensors on a'
+          " CPU, the multi-tensor form on a GPU), as the authors' code runs"
+          ' it; "fused" is PyTorch\'s fused kernel (`fused=True`), where it'
+          ' has one. "PyTorch / JAX" is the median of the round-by-round'
+          ' ratios of step times: above 1, the JAX step is the faster.'
+      ),
       '',
-      '| method | JAX ms | PyTorch step | default ms | PyTorch / JAX '
-      '| fused ms | PyTorch fused / JAX |',
+      (
+          '| method | JAX ms | PyTorch step | default ms | PyTorch / JAX '
+          '| fused ms | PyTorch fused / JAX |'
+      ),
       '| --- | ---: | --- | ---: | ---: | ---: | ---: |',
   ]
   for name, (rule, same) in TORCH_COUNTERPARTS.items():
     jax_times = jax_samples[name]
-    cells = [f'{1e3 * statistics.median(jax_times):.1f}',
-             end_to_end.TORCH_NAMES[rule] + ('' if same else ' (closest)')]
+    cells = [
+        f'{1e3 * statistics.median(jax_times):.1f}',
+        end_to_end.TORCH_NAMES[rule] + ('' if same else ' (closest)'),
+    ]
     for fused in (False, True):
       if fused and rule not in fused_rules:
         cells += ['—', '—']
         continue
       times = torch_samples[torch_label(rule, fused)]
-      cells += [f'{1e3 * statistics.median(times):.1f}',
-                f'{report.paired_ratio(times, jax_times):.2f}']
+      cells += [
+          f'{1e3 * statistics.median(times):.1f}',
+          f'{report.paired_ratio(times, jax_times):.2f}',
+      ]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -313,13 +350,25 @@ def torch_table(jax_samples, torch_samples, torch_info) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--rounds', type=int, default=40)
-  parser.add_argument('--min-seconds', type=float, default=0.05,
-                      help='repeat a step within a sample until this long; '
-                      'the sample is the mean')
-  parser.add_argument('--no-torch', action='store_true',
-                      help="leave out PyTorch's optimizer steps")
-  parser.add_argument('--write', action='store_true',
-                      help='update this section of BENCHMARKS.md')
+  parser.add_argument(
+      '--min-seconds',
+      type=float,
+      default=0.05,
+      help=(
+          'repeat a step within a sample until this long; '
+          'the sample is the mean'
+      ),
+  )
+  parser.add_argument(
+      '--no-torch',
+      action='store_true',
+      help="leave out PyTorch's optimizer steps",
+  )
+  parser.add_argument(
+      '--write',
+      action='store_true',
+      help='update this section of BENCHMARKS.md',
+  )
   args = parser.parse_args()
 
   shapes = resnet50_shapes()
@@ -327,24 +376,38 @@ def main():
   with_torch = not args.no_torch and bool(importlib.util.find_spec('torch'))
   if with_torch:
     rules = sorted({rule for rule, _ in TORCH_COUNTERPARTS.values()})
-    workers['torch'] = report.Worker(torch_steps,
-                                     dict(shapes=shapes, rules=rules))
+    workers['torch'] = report.Worker(
+        torch_steps, dict(shapes=shapes, rules=rules)
+    )
   samples, info = report.time_in_alternation(
-      workers, rounds=args.rounds, warmup=2, min_seconds=args.min_seconds,
-      one_build_at_a_time=True)
-  jax_samples = {name: times for (label, name), times in samples.items()
-                 if label == 'jax'}
-  table = cost_table(jax_samples, info['jax'], rounds=args.rounds,
-                     min_seconds=args.min_seconds)
+      workers,
+      rounds=args.rounds,
+      warmup=2,
+      min_seconds=args.min_seconds,
+      one_build_at_a_time=True,
+  )
+  jax_samples = {
+      name: times for (label, name), times in samples.items() if label == 'jax'
+  }
+  table = cost_table(
+      jax_samples, info['jax'], rounds=args.rounds, min_seconds=args.min_seconds
+  )
   if with_torch:
-    torch_samples = {name: times for (label, name), times in samples.items()
-                     if label == 'torch'}
+    torch_samples = {
+        name: times
+        for (label, name), times in samples.items()
+        if label == 'torch'
+    }
     table += '\n\n' + torch_table(jax_samples, torch_samples, info['torch'])
   print(table)
   if args.write:
-    report.write_run('update-cost', 'Update cost',
-                     'python benchmarks/update_cost.py --write', table,
-                     info['jax']['platform'])
+    report.write_run(
+        'update-cost',
+        'Update cost',
+        'python benchmarks/update_cost.py --write',
+        table,
+        info['jax']['platform'],
+    )
 
 
 if __name__ == '__main__':

@@ -1,1 +1,1 @@
-"""Experiments reproducing the papers of optax_adaptive, in the layout of the Flax examples."""
+"""Reproductions of optax_adaptive's papers, laid out as the Flax examples."""

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m experiments COMMAND ...``; see ``experiments.cli``."""
+"""Runs ``python -m experiments COMMAND ...``; see ``experiments.cli``."""
 
 import sys
 
@@ -12,10 +12,14 @@ def _without_closed_loop_reports(hook):
   while TensorStore completes the other reads, and each completion reports
   the closed loop: tracebacks after the one message that says what failed.
   """
+
   def report(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and
-            str(unraisable.exc_value) == 'Event loop is closed'):
+    if not (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == 'Event loop is closed'
+    ):
       hook(unraisable)
+
   return report
 
 

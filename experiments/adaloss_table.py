@@ -32,12 +32,12 @@ run diverged) and ``table.png`` (accuracy against :math:`b_0`).
 """
 
 import argparse
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
 import math
 import pathlib
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,12 @@ from experiments.configs import default
 from experiments.configs.default import Config
 
 # The methods of the table, in the paper's order, with the paper's names.
-METHODS = {'adaloss': 'AdaLoss', 'adagrad_norm': 'AdaGrad-Norm',
-           'sgd_constant': 'SGD_Constant', 'sgd_decay_sqrt': 'SGD_DecaySqrt'}
+METHODS = {
+    'adaloss': 'AdaLoss',
+    'adagrad_norm': 'AdaGrad-Norm',
+    'sgd_constant': 'SGD_Constant',
+    'sgd_decay_sqrt': 'SGD_DecaySqrt',
+}
 PAPER_B0S = (0.01, 0.1, 1.0, 10.0, 100.0)
 # The paper's two models and the timm weights they were fine-tuned from: what
 # the authors' `create_model(..., pretrained=True)` loads for
@@ -59,8 +63,9 @@ PAPER_WEIGHTS = {
 }
 # The authors' model names, which select the 224-pixel input in
 # `configs.adaloss`, by the names of `experiments.models`.
-_AUTHORS_MODELS = {model: authors for authors, (model, _) in
-                   adaloss_config.MODELS.items()}
+_AUTHORS_MODELS = {
+    model: authors for authors, (model, _) in adaloss_config.MODELS.items()
+}
 
 # Final test accuracy of each seed's run of a cell, None where it diverged.
 Results = dict[tuple[str, float], list[float | None]]
@@ -102,6 +107,7 @@ class Grid:
     checkpoint_every_steps: also checkpoint every this many steps.
     progress_bar: show a progress bar per epoch.
   """
+
   model: str = 'vit_s16'
   dataset: str = 'cifar100'
   pretrained: str | None = PAPER_WEIGHTS['vit_s16']
@@ -120,15 +126,17 @@ class Grid:
   def __post_init__(self):
     unknown = [m for m in self.methods if m not in METHODS]
     if unknown:
-      raise ValueError(f'Unknown methods {unknown}; the table has '
-                       f'{", ".join(METHODS)}.')
+      raise ValueError(
+          f'Unknown methods {unknown}; the table has {", ".join(METHODS)}.'
+      )
     if not all(math.isfinite(b0) and b0 > 0 for b0 in self.b0s):
       raise ValueError(f'Every b0 must be positive and finite, got {self.b0s}.')
     for name in ('b0s', 'methods', 'seeds'):
       values = getattr(self, name)
       if not values or len(set(values)) != len(values):
-        raise ValueError(f'`{name}` must be distinct and not empty, got '
-                         f'{values}.')
+        raise ValueError(
+            f'`{name}` must be distinct and not empty, got {values}.'
+        )
 
   def config(self, method: str, b0: float, seed: int) -> Config:
     """The run of `method` at `b0` with `seed`, as the authors' train.py.
@@ -142,14 +150,24 @@ class Grid:
       {'b0': 10.0, 'alpha': 1.0, 'weight_decay': 0.0001}
     """
     return adaloss_config.get_config(
-        method=method, b0=b0, eta=self.eta, alpha=1.0, cc=0.0,
-        weight_decay=self.weight_decay, batch_size=self.batch_size,
-        epochs=self.epochs, model=_AUTHORS_MODELS.get(self.model, self.model),
-        seed=seed, dataset=self.dataset, data_dir=self.data_dir,
+        method=method,
+        b0=b0,
+        eta=self.eta,
+        alpha=1.0,
+        cc=0.0,
+        weight_decay=self.weight_decay,
+        batch_size=self.batch_size,
+        epochs=self.epochs,
+        model=_AUTHORS_MODELS.get(self.model, self.model),
+        seed=seed,
+        dataset=self.dataset,
+        data_dir=self.data_dir,
         pretrained=self.pretrained,
         max_steps_per_epoch=self.max_steps_per_epoch,
         checkpoint_every_steps=self.checkpoint_every_steps,
-        progress_bar=self.progress_bar, resume=True)
+        progress_bar=self.progress_bar,
+        resume=True,
+    )
 
   def cells(self):
     """``(method, b0, seed)`` in running order: a cell's seeds one after the
@@ -160,8 +178,9 @@ class Grid:
           yield method, b0, seed
 
 
-def run_dir(workdir: str | pathlib.Path, method: str, b0: float,
-            seed: int) -> pathlib.Path:
+def run_dir(
+    workdir: str | pathlib.Path, method: str, b0: float, seed: int
+) -> pathlib.Path:
   """The folder of one run of the grid.
 
   Example:
@@ -171,8 +190,9 @@ def run_dir(workdir: str | pathlib.Path, method: str, b0: float,
   return pathlib.Path(workdir) / method / f'b0_{b0:g}' / f'seed_{seed}'
 
 
-def finished_history(folder: pathlib.Path,
-                     config: Config) -> list[dict[str, Any]] | None:
+def finished_history(
+    folder: pathlib.Path, config: Config
+) -> list[dict[str, Any]] | None:
   """The records of the finished run of `config` in `folder`, or None.
 
   Args:
@@ -189,15 +209,18 @@ def finished_history(folder: pathlib.Path,
   # Not at the top: run_directory imports JAX and Orbax, which `python -m
   # experiments` loads only for the command that needs them.
   from experiments import run_directory  # pylint: disable=g-import-not-at-top
-  config_path = folder / 'config.json'
+
+  config_path = folder / run_directory.CONFIG_FILE
   if not config_path.exists():
     return None
-  changed = default.changed_settings(json.loads(config_path.read_text()),
-                                     config)
+  changed = default.changed_settings(
+      json.loads(config_path.read_text()), config
+  )
   if changed:
     raise ValueError(
         f'{folder} holds a run with other settings ({", ".join(changed)}): '
-        'choose another --workdir, or delete it to run it again.')
+        'choose another --workdir, or delete it to run it again.'
+    )
   history = run_directory.read_metrics(folder)
   if history and history[-1]['epoch'] >= config.num_epochs:
     return history
@@ -220,8 +243,10 @@ def final_accuracy(history: Sequence[Mapping[str, Any]]) -> float | None:
     None
   """
   last = history[-1]
-  if any(key.endswith('_loss') and not math.isfinite(value)
-         for key, value in last.items()):
+  if any(
+      key.endswith('_loss') and not math.isfinite(value)
+      for key, value in last.items()
+  ):
     return None
   return last['test_accuracy']
 
@@ -242,6 +267,7 @@ def run_grid(grid: Grid, workdir: str | pathlib.Path) -> Results:
       configuration that :func:`experiments.train.train_and_evaluate` refuses.
   """
   from experiments import train  # pylint: disable=g-import-not-at-top
+
   results: Results = {}
   for method, b0, seed in grid.cells():
     config = grid.config(method, b0, seed)
@@ -254,15 +280,16 @@ def run_grid(grid: Grid, workdir: str | pathlib.Path) -> Results:
       note = '(finished earlier)'
     accuracy = final_accuracy(history)
     results.setdefault((method, b0), []).append(accuracy)
-    outcome = ('diverged' if accuracy is None
-               else f'test accuracy {accuracy:.4f}')
-    print(f'{method:14s} b0 {b0:<6g} seed {seed}: {outcome} {note}',
-          flush=True)
+    outcome = (
+        'diverged' if accuracy is None else f'test accuracy {accuracy:.4f}'
+    )
+    print(f'{method:14s} b0 {b0:<6g} seed {seed}: {outcome} {note}', flush=True)
   return results
 
 
 def cell_summary(
-    accuracies: Sequence[float | None]) -> tuple[float, float] | None:
+    accuracies: Sequence[float | None],
+) -> tuple[float, float] | None:
   """Mean and sample standard deviation in percent; None if a seed diverged.
 
   The deviation of a single seed is 0.
@@ -301,15 +328,20 @@ def _title(grid: Grid) -> str:
 
 def _describe(grid: Grid) -> str:
   """The settings the table was measured with, in a sentence."""
-  start = (f'fine-tuned from `{grid.pretrained}`' if grid.pretrained
-           else 'from a random initialisation')
+  start = (
+      f'fine-tuned from `{grid.pretrained}`'
+      if grid.pretrained
+      else 'from a random initialisation'
+  )
   epochs = f'{grid.epochs} epochs'
   if grid.max_steps_per_epoch:
     epochs += f' of at most {grid.max_steps_per_epoch} steps'
-  return (f'Final test accuracy (%) after {epochs}, mean ± sample standard '
-          f'deviation over seeds {", ".join(map(str, grid.seeds))}; {start}; '
-          f'eta {grid.eta:g}, batch size {grid.batch_size}, weight decay '
-          f'{grid.weight_decay:g}, alpha 1, c 0, no momentum.')
+  return (
+      f'Final test accuracy (%) after {epochs}, mean ± sample standard '
+      f'deviation over seeds {", ".join(map(str, grid.seeds))}; {start}; '
+      f'eta {grid.eta:g}, batch size {grid.batch_size}, weight decay '
+      f'{grid.weight_decay:g}, alpha 1, c 0, no momentum.'
+  )
 
 
 def write_table(path: str | pathlib.Path, grid: Grid, results: Results) -> str:
@@ -324,22 +356,34 @@ def write_table(path: str | pathlib.Path, grid: Grid, results: Results) -> str:
     The markdown: a row per method, a column per b0, ``mean ± std`` or
     ``N/A``, and a list of the runs that diverged.
   """
-  lines = [f'# {_title(grid)}', '', _describe(grid), '',
-           '| method | ' + ' | '.join(f'b0 = {b0:g}' for b0 in grid.b0s) + ' |',
-           '| --- |' + ' ---: |' * len(grid.b0s)]
+  lines = [
+      f'# {_title(grid)}',
+      '',
+      _describe(grid),
+      '',
+      '| method | ' + ' | '.join(f'b0 = {b0:g}' for b0 in grid.b0s) + ' |',
+      '| --- |' + ' ---: |' * len(grid.b0s),
+  ]
   for method in grid.methods:
     cells = [format_cell(results[method, b0]) for b0 in grid.b0s]
     lines.append(f'| {METHODS[method]} | ' + ' | '.join(cells) + ' |')
   diverged = [
       f'{METHODS[method]} at b0 = {b0:g} (seed '
-      + ', '.join(str(seed) for seed, accuracy
-                  in zip(grid.seeds, results[method, b0]) if accuracy is None)
+      + ', '.join(
+          str(seed)
+          for seed, accuracy in zip(grid.seeds, results[method, b0])
+          if accuracy is None
+      )
       + ')'
-      for method in grid.methods for b0 in grid.b0s
-      if None in results[method, b0]]
+      for method in grid.methods
+      for b0 in grid.b0s
+      if None in results[method, b0]
+  ]
   if diverged:
-    lines += ['', 'N/A: the loss became NaN or infinite: '
-              + '; '.join(diverged) + '.']
+    lines += [
+        '',
+        'N/A: the loss became NaN or infinite: ' + '; '.join(diverged) + '.',
+    ]
   text = '\n'.join(lines) + '\n'
   pathlib.Path(path).write_text(text)
   return text
@@ -352,18 +396,26 @@ def plot_table(path: str | pathlib.Path, grid: Grid, results: Results) -> None:
   cell marked N/A has no point, and its b0 is listed in the legend.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   figure, axis = plt.subplots(figsize=(6.4, 4.4))
   for method in grid.methods:
     points = [(b0, cell_summary(results[method, b0])) for b0 in grid.b0s]
     kept = [(b0, summary) for b0, summary in points if summary is not None]
     missing = [f'{b0:g}' for b0, summary in points if summary is None]
-    label = METHODS[method] + (f' (N/A at b0 = {", ".join(missing)})'
-                               if missing else '')
-    axis.errorbar([b0 for b0, _ in kept], [mean for _, (mean, _) in kept],
-                  yerr=[std for _, (_, std) in kept], marker='o', capsize=3,
-                  label=label)
+    label = METHODS[method] + (
+        f' (N/A at b0 = {", ".join(missing)})' if missing else ''
+    )
+    axis.errorbar(
+        [b0 for b0, _ in kept],
+        [mean for _, (mean, _) in kept],
+        yerr=[std for _, (_, std) in kept],
+        marker='o',
+        capsize=3,
+        label=label,
+    )
   axis.set_xscale('log')
   axis.set_xticks(grid.b0s, [f'{b0:g}' for b0 in grid.b0s])
   axis.set(xlabel='$b_0$', ylabel='final test accuracy (%)')
@@ -377,44 +429,86 @@ def plot_table(path: str | pathlib.Path, grid: Grid, results: Results) -> None:
 
 # The command -----------------------------------------------------------------
 
+
 def add_parser(commands) -> None:
   """Adds the ``adaloss-table`` command to the sub-parsers `commands`."""
-  description = ('the AdaLoss paper\'s b0 table (Wu et al., AAAI 2022): train '
-                 'every method at every b0 and seed (resuming where a '
-                 'previous call stopped), then write table.md and table.png')
-  parser = commands.add_parser('adaloss-table', help=description,
-                               description=description, allow_abbrev=False)
-  parser.add_argument('--model', default='vit_s16',
-                      help='vit_s16, resnet50, or a model of '
-                      'experiments.models (mlp for digits)')
-  parser.add_argument('--b0', dest='b0s', nargs='+', type=float,
-                      default=list(PAPER_B0S), metavar='B0')
-  parser.add_argument('--optimizers', nargs='+', default=list(METHODS),
-                      choices=list(METHODS), metavar='NAME',
-                      help=', '.join(METHODS))
-  parser.add_argument('--seeds', type=int, default=3,
-                      help='runs per cell, with seeds 0, 1, ...')
-  parser.add_argument('--dataset', default='cifar100',
-                      choices=('cifar100', 'cifar10', 'digits'))
-  parser.add_argument('--data-dir', default=None,
-                      help='the TFDS data directory')
-  parser.add_argument('--pretrained', default=None,
-                      help='checkpoint to fine-tune: a .safetensors/.pth file, '
-                      'timm:NAME, or none (default on CIFAR: the paper\'s, '
-                      + ', '.join(f'{v} for {k}' for k, v
-                                  in PAPER_WEIGHTS.items()) + ')')
+  description = (
+      "the AdaLoss paper's b0 table (Wu et al., AAAI 2022): train "
+      'every method at every b0 and seed (resuming where a '
+      'previous call stopped), then write table.md and table.png'
+  )
+  parser = commands.add_parser(
+      'adaloss-table',
+      help=description,
+      description=description,
+      allow_abbrev=False,
+  )
+  parser.add_argument(
+      '--model',
+      default='vit_s16',
+      help=(
+          'vit_s16, resnet50, or a model of experiments.models (mlp for digits)'
+      ),
+  )
+  parser.add_argument(
+      '--b0',
+      dest='b0s',
+      nargs='+',
+      type=float,
+      default=list(PAPER_B0S),
+      metavar='B0',
+  )
+  parser.add_argument(
+      '--optimizers',
+      nargs='+',
+      default=list(METHODS),
+      choices=list(METHODS),
+      metavar='NAME',
+      help=', '.join(METHODS),
+  )
+  parser.add_argument(
+      '--seeds', type=int, default=3, help='runs per cell, with seeds 0, 1, ...'
+  )
+  parser.add_argument(
+      '--dataset', default='cifar100', choices=('cifar100', 'cifar10', 'digits')
+  )
+  parser.add_argument(
+      '--data-dir', default=None, help='the TFDS data directory'
+  )
+  parser.add_argument(
+      '--pretrained',
+      default=None,
+      help=(
+          'checkpoint to fine-tune: a .safetensors/.pth file, '
+          "timm:NAME, or none (default on CIFAR: the paper's, "
+      )
+      + ', '.join(f'{v} for {k}' for k, v in PAPER_WEIGHTS.items())
+      + ')',
+  )
   parser.add_argument('--eta', type=float, default=0.1)
   parser.add_argument('--epochs', type=int, default=10)
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--weight-decay', type=float, default=1e-4)
-  parser.add_argument('--workdir', default=None,
-                      help='default: runs/adaloss_table/DATASET/MODEL')
-  parser.add_argument('--max-steps-per-epoch', type=int, default=None,
-                      help='shorten every epoch to this many steps')
-  parser.add_argument('--checkpoint-every', type=int, default=0,
-                      help='also checkpoint every this many steps')
-  parser.add_argument('--no-progress', action='store_true',
-                      help='no progress bar')
+  parser.add_argument(
+      '--workdir',
+      default=None,
+      help='default: runs/adaloss_table/DATASET/MODEL',
+  )
+  parser.add_argument(
+      '--max-steps-per-epoch',
+      type=int,
+      default=None,
+      help='shorten every epoch to this many steps',
+  )
+  parser.add_argument(
+      '--checkpoint-every',
+      type=int,
+      default=0,
+      help='also checkpoint every this many steps',
+  )
+  parser.add_argument(
+      '--no-progress', action='store_true', help='no progress bar'
+  )
   parser.set_defaults(handler=main)
 
 
@@ -437,16 +531,26 @@ def grid_from_args(args: argparse.Namespace) -> tuple[Grid, pathlib.Path]:
     pretrained = default_pretrained(args.model, args.dataset)
   elif pretrained.lower() == 'none':
     pretrained = None
-  grid = Grid(model=args.model, dataset=args.dataset, pretrained=pretrained,
-              b0s=tuple(args.b0s), methods=tuple(args.optimizers),
-              seeds=tuple(range(args.seeds)), eta=args.eta, epochs=args.epochs,
-              batch_size=args.batch_size, weight_decay=args.weight_decay,
-              data_dir=args.data_dir,
-              max_steps_per_epoch=args.max_steps_per_epoch,
-              checkpoint_every_steps=args.checkpoint_every,
-              progress_bar=not args.no_progress)
-  workdir = pathlib.Path(args.workdir or pathlib.Path(
-      'runs', 'adaloss_table', args.dataset, args.model))
+  grid = Grid(
+      model=args.model,
+      dataset=args.dataset,
+      pretrained=pretrained,
+      b0s=tuple(args.b0s),
+      methods=tuple(args.optimizers),
+      seeds=tuple(range(args.seeds)),
+      eta=args.eta,
+      epochs=args.epochs,
+      batch_size=args.batch_size,
+      weight_decay=args.weight_decay,
+      data_dir=args.data_dir,
+      max_steps_per_epoch=args.max_steps_per_epoch,
+      checkpoint_every_steps=args.checkpoint_every,
+      progress_bar=not args.no_progress,
+  )
+  workdir = pathlib.Path(
+      args.workdir
+      or pathlib.Path('runs', 'adaloss_table', args.dataset, args.model)
+  )
   return grid, workdir
 
 
@@ -457,6 +561,8 @@ def main(args: argparse.Namespace) -> int:
   results = run_grid(grid, workdir)
   print(write_table(workdir / 'table.md', grid, results))
   plot_table(workdir / 'table.png', grid, results)
-  print(f'Wrote {workdir / "table.md"} and {workdir / "table.png"} in '
-        f'{time.perf_counter() - started:.0f} s.')
+  print(
+      f'Wrote {workdir / "table.md"} and {workdir / "table.png"} in '
+      f'{time.perf_counter() - started:.0f} s.'
+  )
   return 0

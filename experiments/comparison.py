@@ -10,16 +10,22 @@ import pathlib
 import shutil
 import time
 
-from experiments import plots
-from experiments import run_directory
-from experiments import train
+from experiments import plots, run_directory, train
 from experiments.configs import compare as compare_config
 
 
-def run_comparison(workdir: str | pathlib.Path, methods: list[str], *,
-                   model: str, epochs: int, batch_size: int,
-                   max_steps_per_epoch: int | None, seed: int, resume: bool,
-                   progress_bar: bool) -> dict[str, plots.History]:
+def run_comparison(
+    workdir: str | pathlib.Path,
+    methods: list[str],
+    *,
+    model: str,
+    epochs: int,
+    batch_size: int,
+    max_steps_per_epoch: int | None,
+    seed: int,
+    resume: bool,
+    progress_bar: bool,
+) -> dict[str, plots.History]:
   """Trains `model` with each of `methods`; writes the table and the figure.
 
   Without `resume`, a method's folder that holds a run (of an earlier
@@ -49,10 +55,17 @@ def run_comparison(workdir: str | pathlib.Path, methods: list[str], *,
   started = time.perf_counter()
   configs = {
       name: compare_config.get_config(
-          name, model=model, num_epochs=epochs, batch_size=batch_size,
-          max_steps_per_epoch=max_steps_per_epoch, seed=seed, resume=resume,
-          progress_bar=progress_bar)
-      for name in methods}
+          name,
+          model=model,
+          num_epochs=epochs,
+          batch_size=batch_size,
+          max_steps_per_epoch=max_steps_per_epoch,
+          seed=seed,
+          resume=resume,
+          progress_bar=progress_bar,
+      )
+      for name in methods
+  }
   for config in configs.values():
     # All of them, before a run of an earlier comparison is deleted below.
     train.check_config(config)
@@ -63,15 +76,19 @@ def run_comparison(workdir: str | pathlib.Path, methods: list[str], *,
       shutil.rmtree(run_folder)  # a previous comparison's run: start over
     history = train.train_and_evaluate(config, str(run_folder))
     results[name] = history
-    print(f'{name:15s} train loss {history[-1]["train_loss"]:.4f}  '
-          f'test accuracy {history[-1]["test_accuracy"]:.4f}  '
-          f'({history[-1]["seconds"]:.0f} s)', flush=True)
-  title = (f'{model} on digits, {epochs} epochs, batch {batch_size}, seed '
-           f'{seed}')
+    print(
+        f'{name:15s} train loss {history[-1]["train_loss"]:.4f}  '
+        f'test accuracy {history[-1]["test_accuracy"]:.4f}  '
+        f'({history[-1]["seconds"]:.0f} s)',
+        flush=True,
+    )
+  title = f'{model} on digits, {epochs} epochs, batch {batch_size}, seed {seed}'
   (workdir / 'comparison.md').write_text(comparison_table(title, results))
   plots.plot_comparison(workdir / 'comparison.png', title, results)
-  print(f'Wrote {workdir / "comparison.md"} and {workdir / "comparison.png"} '
-        f'in {time.perf_counter() - started:.0f} s.')
+  print(
+      f'Wrote {workdir / "comparison.md"} and {workdir / "comparison.png"} '
+      f'in {time.perf_counter() - started:.0f} s.'
+  )
   return results
 
 
@@ -88,13 +105,20 @@ def comparison_table(title: str, results: dict[str, plots.History]) -> str:
     | adamw | lr 0.003, weight_decay 0.0005 | 0.1250 | 0.9600 | 12 |
     <BLANKLINE>
   """
-  lines = [f'# {title}', '',
-           '| method | settings | final train loss | test accuracy '
-           '| wall time (s) |',
-           '| --- | --- | ---: | ---: | ---: |']
+  lines = [
+      f'# {title}',
+      '',
+      (
+          '| method | settings | final train loss | test accuracy '
+          '| wall time (s) |'
+      ),
+      '| --- | --- | ---: | ---: | ---: |',
+  ]
   for name, history in results.items():
     last = history[-1]
-    lines.append(f'| {name} | {compare_config.describe(name)} '
-                 f'| {last["train_loss"]:.4f} | {last["test_accuracy"]:.4f} '
-                 f'| {last["seconds"]:.0f} |')
+    lines.append(
+        f'| {name} | {compare_config.describe(name)} '
+        f'| {last["train_loss"]:.4f} | {last["test_accuracy"]:.4f} '
+        f'| {last["seconds"]:.0f} |'
+    )
   return '\n'.join(lines) + '\n'

@@ -37,20 +37,22 @@ batched and augmented with Grain.
   order are the global batch; every host serves the same number of batches.
 """
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import functools
 import logging
 import sys
-from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grain
 import numpy as np
 from PIL import Image
 
-PREPARE_COMMAND = ('pip install tensorflow importlib_resources && '
-                   'tfds build {name} --file_format=array_record '
-                   '--data_dir={data_dir}')
+PREPARE_COMMAND = (
+    'pip install tensorflow importlib_resources && '
+    'tfds build {name} --file_format=array_record '
+    '--data_dir={data_dir}'
+)
 """Prepares a CIFAR dataset for ``tfds.data_source``, once.
 
 TFDS's CIFAR builder reads the downloaded archive with ``tf.io.gfile`` and
@@ -61,8 +63,12 @@ builder but not installed with it. Reading the prepared files needs neither
 """
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
-_CIFAR_SPLITS = {'train': 50_000, 'test': 10_000,
-                 'train45k': 45_000, 'val5k': 5_000}
+_CIFAR_SPLITS = {
+    'train': 50_000,
+    'test': 10_000,
+    'train45k': 45_000,
+    'val5k': 5_000,
+}
 _DIGITS_TRAIN = 1500
 _DIGITS_SPLITS = {'train': _DIGITS_TRAIN, 'test': 1797 - _DIGITS_TRAIN}
 _NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'digits': 10}
@@ -95,6 +101,7 @@ class DatasetCorruptError(ValueError):
 
 class DatasetInfo(NamedTuple):
   """What a model and a training loop need to know about a dataset."""
+
   num_classes: int
   num_examples: Mapping[str, int]  # per split
   image_size: int  # side of the stored square images
@@ -121,8 +128,9 @@ def dataset_info(name: str) -> DatasetInfo:
     ValueError: an unknown name; the message lists the known ones.
   """
   if name not in DATASETS:
-    raise ValueError(f'Unknown dataset {name!r}; choose one of '
-                     f'{", ".join(DATASETS)}.')
+    raise ValueError(
+        f'Unknown dataset {name!r}; choose one of {", ".join(DATASETS)}.'
+    )
   splits = _DIGITS_SPLITS if name == 'digits' else _CIFAR_SPLITS
   return DatasetInfo(_NUM_CLASSES[name], dict(splits), _IMAGE_SIZE)
 
@@ -159,7 +167,7 @@ def split_45k_5k(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   validation = []
   for label in np.unique(labels):
     members = rng.permutation(np.flatnonzero(labels == label))
-    validation.append(members[:round(len(members) * _VALIDATION_FRACTION)])
+    validation.append(members[: round(len(members) * _VALIDATION_FRACTION)])
   validation = np.sort(np.concatenate(validation))
   train = np.setdiff1d(np.arange(len(labels)), validation)
   return train, validation
@@ -167,6 +175,7 @@ def split_45k_5k(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class StoredSplit(NamedTuple):
   """The images and labels of a split as stored."""
+
   images: np.ndarray  # (n, 32, 32, 3) uint8
   labels: np.ndarray  # (n,) int32
 
@@ -179,6 +188,7 @@ def _digits() -> tuple[StoredSplit, StoredSplit]:
   level, 0 to 16, is scaled to 0 to 255 and copied to the three channels.
   """
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
   digits = datasets.load_digits()
   images = np.round(digits.images * (255 / 16)).astype(np.uint8)
   scale = _IMAGE_SIZE // images.shape[1]
@@ -187,27 +197,34 @@ def _digits() -> tuple[StoredSplit, StoredSplit]:
   labels = digits.target.astype(np.int32)
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
   train, test = order[:_DIGITS_TRAIN], order[_DIGITS_TRAIN:]
-  return (StoredSplit(images[train], labels[train]),
-          StoredSplit(images[test], labels[test]))
+  return (
+      StoredSplit(images[train], labels[train]),
+      StoredSplit(images[test], labels[test]),
+  )
 
 
-def _corrupt(name: str, data_dir: str | None,
-             error: Exception) -> DatasetCorruptError:
+def _corrupt(
+    name: str, data_dir: str | None, error: Exception
+) -> DatasetCorruptError:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   root = data_dir or tfds.core.constants.DATA_DIR
   reason = (str(error).strip().splitlines() or [''])[0]
   command = PREPARE_COMMAND.format(name=name, data_dir=root)
   return DatasetCorruptError(
       f'{name} in {root} cannot be read ({type(error).__name__}: {reason}). '
-      f'Prepare it again with:\n  {command} --overwrite')
+      f'Prepare it again with:\n  {command} --overwrite'
+  )
 
 
 def _open_tfds(name: str, split: str, data_dir: str | None):
   """`tfds.data_source`, or one clear error if the dataset is not readable."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir,
-                            download=False)
+    return tfds.data_source(
+        name, split=split, data_dir=data_dir, download=False
+    )
   # TFDS raises NotImplementedError, KeyError or FileNotFoundError for a
   # dataset that is not there, depending on what the folder holds, and
   # parsing errors for damaged metadata.
@@ -221,13 +238,15 @@ def _open_tfds(name: str, split: str, data_dir: str | None):
   if not builder.is_prepared():
     raise DatasetNotFoundError(
         f'{name} is not prepared in {builder.data_dir_root}. Prepare it once '
-        f'with:\n  {command}') from opening_error
+        f'with:\n  {command}'
+    ) from opening_error
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise DatasetNotFoundError(
         f'{name} in {builder.data_dir_root} is prepared as '
         f'{builder.info.file_format.value} files, which tfds.data_source '
         f'cannot read. Prepare it as ArrayRecord files with:\n  {command} '
-        '--overwrite') from opening_error
+        '--overwrite'
+    ) from opening_error
   raise _corrupt(name, data_dir, opening_error) from opening_error
 
 
@@ -248,12 +267,14 @@ def _read_tfds(name: str, split: str, data_dir: str | None) -> StoredSplit:
       raise _corrupt(name, data_dir, error) from error
     _TFDS_CACHE[key] = StoredSplit(
         np.stack([record['image'] for record in records]),
-        np.array([record['label'] for record in records], np.int32))
+        np.array([record['label'] for record in records], np.int32),
+    )
   return _TFDS_CACHE[key]
 
 
-def read_split(dataset: str, split: str,
-               data_dir: str | None = None) -> StoredSplit:
+def read_split(
+    dataset: str, split: str, data_dir: str | None = None
+) -> StoredSplit:
   """The stored images and labels of a split, in order, without augmentation.
 
   Example:
@@ -277,13 +298,14 @@ def read_split(dataset: str, split: str,
   """
   info = dataset_info(dataset)
   if split not in info.num_examples:
-    raise ValueError(f'Unknown split {split!r} of {dataset}; choose one of '
-                     f'{", ".join(info.num_examples)}.')
+    raise ValueError(
+        f'Unknown split {split!r} of {dataset}; choose one of '
+        f'{", ".join(info.num_examples)}.'
+    )
   if dataset == 'digits':
     train, test = _digits()
     return train if split == 'train' else test
-  arrays = _read_tfds(dataset, 'test' if split == 'test' else 'train',
-                      data_dir)
+  arrays = _read_tfds(dataset, 'test' if split == 'test' else 'train', data_dir)
   if split in ('train45k', 'val5k'):
     train, validation = split_45k_5k(arrays.labels)
     rows = train if split == 'train45k' else validation
@@ -311,6 +333,7 @@ class _Augment:
   resizes the uint8 image with Pillow and crops it, then normalises, as
   torchvision does.
   """
+
   # 1 / (255 * std) and mean / std, repeated along a row of `image_size`
   # pixels: NumPy's inner loops over 3 values per pixel take four times longer.
   row_scale: np.ndarray
@@ -325,25 +348,34 @@ class _Augment:
     image -= self.row_offset
     return image.reshape(pixels.shape)
 
-  def __call__(self, pixels: np.ndarray,
-               rng: np.random.Generator | None) -> np.ndarray:
+  def __call__(
+      self, pixels: np.ndarray, rng: np.random.Generator | None
+  ) -> np.ndarray:
     stored, size = pixels.shape[0], self.image_size
     if size == stored:
       image = self._normalise(pixels)
       if rng is not None:
         canvas = np.empty((stored + 2 * _PADDING,) * 2 + (3,), np.float32)
         canvas[...] = -self.row_offset[:3]
-        canvas[_PADDING:_PADDING + stored, _PADDING:_PADDING + stored] = image
+        canvas[_PADDING : _PADDING + stored, _PADDING : _PADDING + stored] = (
+            image
+        )
         top, left = rng.integers(2 * _PADDING + 1, size=2)
-        image = canvas[top:top + size, left:left + size]
+        image = canvas[top : top + size, left : left + size]
     else:
       resized = round(size * _RESIZE_RATIO)
       margin = resized - size
-      top, left = (rng.integers(margin + 1, size=2) if rng is not None
-                   else (round(margin / 2),) * 2)
-      image = np.asarray(Image.fromarray(pixels).resize(
-          (resized, resized), Image.Resampling.BILINEAR))
-      image = self._normalise(image[top:top + size, left:left + size])
+      top, left = (
+          rng.integers(margin + 1, size=2)
+          if rng is not None
+          else (round(margin / 2),) * 2
+      )
+      image = np.asarray(
+          Image.fromarray(pixels).resize(
+              (resized, resized), Image.Resampling.BILINEAR
+          )
+      )
+      image = self._normalise(image[top : top + size, left : left + size])
     if rng is not None and self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
     image = np.ascontiguousarray(image)
@@ -352,7 +384,7 @@ class _Augment:
       # `cutout` centred on a uniformly drawn pixel, clipped at the border.
       y, x = rng.integers(size, size=2)
       half = self.cutout // 2
-      image[max(0, y - half):y + half, max(0, x - half):x + half] = 0.0
+      image[max(0, y - half) : y + half, max(0, x - half) : x + half] = 0.0
     return image
 
 
@@ -364,8 +396,9 @@ def _permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   computes every shuffled index anew, and free of its reuse of the orders of
   seed ``s + 1`` as the later epochs of seed ``s``.
   """
-  return np.random.default_rng(np.random.SeedSequence(
-      seed, spawn_key=(_SHUFFLE_STREAM, epoch))).permutation(num_examples)
+  return np.random.default_rng(
+      np.random.SeedSequence(seed, spawn_key=(_SHUFFLE_STREAM, epoch))
+  ).permutation(num_examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +409,7 @@ class _Examples:
   epoch ``e``; that row holds the example at position ``b * batch_size +
   shard_index * local_batch_size + r`` of the epoch's order.
   """
+
   arrays: StoredSplit
   augment: _Augment
   seed: int | None  # None: evaluation, in stored order
@@ -386,24 +420,33 @@ class _Examples:
   steps_per_epoch: int
 
   def __call__(self, flat_index: int) -> dict[str, np.ndarray]:
-    epoch, offset = divmod(flat_index,
-                           self.steps_per_epoch * self.local_batch_size)
+    epoch, offset = divmod(
+        flat_index, self.steps_per_epoch * self.local_batch_size
+    )
     step, row = divmod(offset, self.local_batch_size)
-    position = (step * self.batch_size +
-                self.shard_index * self.local_batch_size + row)
+    position = (
+        step * self.batch_size + self.shard_index * self.local_batch_size + row
+    )
     num_examples = len(self.arrays.labels)
     if position >= num_examples:  # the padding of an evaluation batch
       size = self.augment.image_size
-      return {'image': np.zeros((size, size, 3), np.float32),
-              'label': np.int32(0), 'mask': np.False_}
+      return {
+          'image': np.zeros((size, size, 3), np.float32),
+          'label': np.int32(0),
+          'mask': np.False_,
+      }
     if self.seed is None:
       index, rng = position, None
     else:
       index = int(_permutation(self.seed, epoch, num_examples)[position])
-      rng = np.random.Generator(np.random.Philox(
-          key=self.key, counter=[0, 0, epoch, index]))
-    return {'image': self.augment(self.arrays.images[index], rng),
-            'label': self.arrays.labels[index], 'mask': np.True_}
+      rng = np.random.Generator(
+          np.random.Philox(key=self.key, counter=[0, 0, epoch, index])
+      )
+    return {
+        'image': self.augment(self.arrays.images[index], rng),
+        'label': self.arrays.labels[index],
+        'mask': np.True_,
+    }
 
 
 class BatchIterator(grain.DatasetIterator):
@@ -435,8 +478,12 @@ class BatchIterator(grain.DatasetIterator):
     num_batches: batches in all, or None if training repeats indefinitely.
   """
 
-  def __init__(self, batches: grain.IterDataset, steps_per_epoch: int,
-               num_batches: int | None):
+  def __init__(
+      self,
+      batches: grain.IterDataset,
+      steps_per_epoch: int,
+      num_batches: int | None,
+  ):
     super().__init__(iter(batches))
     self.steps_per_epoch = steps_per_epoch
     self.num_batches = num_batches
@@ -519,39 +566,61 @@ def create_split(
   arrays = read_split(dataset, split, data_dir)
   shard = shard_options or grain.sharding.ShardByJaxProcess()
   if batch_size % shard.shard_count:
-    raise ValueError(f'batch_size {batch_size} does not divide over '
-                     f'{shard.shard_count} hosts.')
+    raise ValueError(
+        f'batch_size {batch_size} does not divide over '
+        f'{shard.shard_count} hosts.'
+    )
   num_examples = len(arrays.labels)
   if train and batch_size > num_examples:
-    raise ValueError(f'batch_size {batch_size} exceeds the {num_examples} '
-                     f'examples of {dataset}/{split}.')
+    raise ValueError(
+        f'batch_size {batch_size} exceeds the {num_examples} '
+        f'examples of {dataset}/{split}.'
+    )
   if image_size < _IMAGE_SIZE:
-    raise ValueError(f'image_size {image_size} is below the stored '
-                     f'{_IMAGE_SIZE}.')
-  mean, std = (np.asarray(v, np.float32)
-               for v in mean_std or _default_mean_std(dataset))
-  augment = _Augment(np.tile(1 / (255 * std), image_size),
-                     np.tile(mean / std, image_size), image_size,
-                     flip=dataset != 'digits', cutout=cutout)
+    raise ValueError(
+        f'image_size {image_size} is below the stored {_IMAGE_SIZE}.'
+    )
+  mean, std = (
+      np.asarray(v, np.float32) for v in mean_std or _default_mean_std(dataset)
+  )
+  augment = _Augment(
+      np.tile(1 / (255 * std), image_size),
+      np.tile(mean / std, image_size),
+      image_size,
+      flip=dataset != 'digits',
+      cutout=cutout,
+  )
 
   if train:
     steps_per_epoch = num_examples // batch_size
     key = np.random.SeedSequence(
-        seed, spawn_key=(_AUGMENT_STREAM,)).generate_state(2, np.uint64)
+        seed, spawn_key=(_AUGMENT_STREAM,)
+    ).generate_state(2, np.uint64)
     examples_seed = seed
   else:
     steps_per_epoch = -(-num_examples // batch_size)
     examples_seed = key = None
     num_epochs = num_epochs or 1
   local_batch_size = batch_size // shard.shard_count
-  examples = _Examples(arrays, augment, examples_seed, key, batch_size,
-                       local_batch_size, shard.shard_index, steps_per_epoch)
+  examples = _Examples(
+      arrays,
+      augment,
+      examples_seed,
+      key,
+      batch_size,
+      local_batch_size,
+      shard.shard_index,
+      steps_per_epoch,
+  )
 
   num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
   flat_indices = grain.MapDataset.range(
-      sys.maxsize if num_batches is None else num_batches * local_batch_size)
+      sys.maxsize if num_batches is None else num_batches * local_batch_size
+  )
   batches = flat_indices.map(examples).batch(local_batch_size)
-  read_options = grain.ReadOptions(num_threads=num_threads,
-                                   prefetch_buffer_size=prefetch_buffer_size)
-  return BatchIterator(batches.to_iter_dataset(read_options), steps_per_epoch,
-                       num_batches)
+  read_options = grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size
+  )
+  return BatchIterator(
+      batches.to_iter_dataset(read_options), steps_per_epoch, num_batches
+  )

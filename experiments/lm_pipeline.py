@@ -75,9 +75,8 @@ def batchify(tokens: np.ndarray, batch_size: int) -> np.ndarray:
     raise ValueError(f'tokens must be one-dimensional, got {tokens.shape}.')
   num_rows = len(tokens) // batch_size
   if num_rows == 0:
-    raise ValueError(
-        f'{len(tokens)} tokens cannot fill {batch_size} columns.')
-  columns = tokens[:num_rows * batch_size].reshape(batch_size, num_rows)
+    raise ValueError(f'{len(tokens)} tokens cannot fill {batch_size} columns.')
+  columns = tokens[: num_rows * batch_size].reshape(batch_size, num_rows)
   return np.ascontiguousarray(columns.T, dtype=np.int32)
 
 
@@ -110,11 +109,17 @@ class Window:
 
 
 class BPTTWindows(Iterator[Window]):
-  """One pass over a batchified split in BPTT windows; see :func:`bptt_windows`."""
+  """One pass over a batchified split in BPTT windows (:func:`bptt_windows`)."""
 
-  def __init__(self, data: np.ndarray, bptt: int, *,
-               rng: int | Sequence[int] | np.random.Generator | None,
-               train: bool, pad_to_multiple_of: int | None = None):
+  def __init__(
+      self,
+      data: np.ndarray,
+      bptt: int,
+      *,
+      rng: int | Sequence[int] | np.random.Generator | None,
+      train: bool,
+      pad_to_multiple_of: int | None = None,
+  ):
     if data.ndim != 2:
       raise ValueError(f'data must be (rows, batch), got {data.shape}.')
     if bptt < 1:
@@ -138,8 +143,11 @@ class BPTTWindows(Iterator[Window]):
   def _draw_seq_len(self) -> int:
     if not self._train:
       return self._bptt
-    base = (self._bptt if self._rng.random() < _FULL_BPTT_PROBABILITY
-            else self._bptt / 2)
+    base = (
+        self._bptt
+        if self._rng.random() < _FULL_BPTT_PROBABILITY
+        else self._bptt / 2
+    )
     return max(_MIN_SEQ_LEN, int(self._rng.normal(base, _SEQ_LEN_STDDEV)))
 
   def __next__(self) -> Window:
@@ -152,17 +160,23 @@ class BPTTWindows(Iterator[Window]):
     if self._pad_to_multiple_of:
       steps = -(-length // self._pad_to_multiple_of) * self._pad_to_multiple_of
     padding = ((0, steps - length), (0, 0))
-    inputs = np.pad(self._data[start:start + length], padding)
-    targets = np.pad(self._data[start + 1:start + 1 + length], padding)
+    inputs = np.pad(self._data[start : start + length], padding)
+    targets = np.pad(self._data[start + 1 : start + 1 + length], padding)
     self._position = start + seq_len
-    return Window(inputs=inputs, targets=targets,
-                  mask=np.arange(steps) < length, start=start,
-                  seq_len=seq_len)
+    return Window(
+        inputs=inputs,
+        targets=targets,
+        mask=np.arange(steps) < length,
+        start=start,
+        seq_len=seq_len,
+    )
 
   def get_state(self) -> dict[str, Any]:
-    """The next start row and the length generator's state (JSON-serialisable)."""
-    return {'position': self._position,
-            'rng': None if self._rng is None else self._rng.bit_generator.state}
+    """The next start row and the length RNG's state (JSON-serialisable)."""
+    return {
+        'position': self._position,
+        'rng': None if self._rng is None else self._rng.bit_generator.state,
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Resumes from a state returned by :meth:`get_state`."""
@@ -171,10 +185,14 @@ class BPTTWindows(Iterator[Window]):
       self._rng.bit_generator.state = state['rng']
 
 
-def bptt_windows(data: np.ndarray, bptt: int,
-                 rng: int | Sequence[int] | np.random.Generator | None = None,
-                 *, train: bool = True,
-                 pad_to_multiple_of: int | None = None) -> BPTTWindows:
+def bptt_windows(
+    data: np.ndarray,
+    bptt: int,
+    rng: int | Sequence[int] | np.random.Generator | None = None,
+    *,
+    train: bool = True,
+    pad_to_multiple_of: int | None = None,
+) -> BPTTWindows:
   """Serves a batchified split in BPTT windows, as AWD-LSTM's training loop.
 
   In training, each window's length is drawn as AWD-LSTM's ``main.py`` draws
@@ -208,5 +226,6 @@ def bptt_windows(data: np.ndarray, bptt: int,
     >>> bool((first.targets[:-1] == first.inputs[1:]).all())
     True
   """
-  return BPTTWindows(data, bptt, rng=rng, train=train,
-                     pad_to_multiple_of=pad_to_multiple_of)
+  return BPTTWindows(
+      data, bptt, rng=rng, train=train, pad_to_multiple_of=pad_to_multiple_of
+  )

@@ -22,9 +22,20 @@ import optax
 import optax_adaptive
 
 # The library's methods, then the baselines.
-METHODS = ('adaloss', 'adagrad_norm', 'sgd_constant', 'sgd_decay_sqrt',
-           'adam_l2', 'adamw', 'adam_prox', 'adadiff', 'acme',
-           'adam', 'adabelief', 'sgd')
+METHODS = (
+    'adaloss',
+    'adagrad_norm',
+    'sgd_constant',
+    'sgd_decay_sqrt',
+    'adam_l2',
+    'adamw',
+    'adam_prox',
+    'adadiff',
+    'acme',
+    'adam',
+    'adabelief',
+    'sgd',
+)
 SCHEDULES = ('constant', 'cosine', 'step')
 
 
@@ -37,15 +48,22 @@ class Optimizer(NamedTuple):
     monitor: ``monitor(opt_state, step)``, jittable: a dict of scalars to log,
       always with ``learning_rate`` (the rate of the last step taken).
   """
+
   tx: optax.GradientTransformationExtraArgs
   learning_rate: Callable[[jax.Array], jax.Array]
   monitor: Callable[[optax.OptState, jax.Array], dict[str, jax.Array]]
 
 
 def learning_rate_schedule(
-    learning_rate: float, schedule: str = 'constant', *, steps_per_epoch: int,
-    num_epochs: int, final_fraction: float = 0.0, step_epochs: int = 1,
-    gamma: float = 0.1) -> optax.ScalarOrSchedule:
+    learning_rate: float,
+    schedule: str = 'constant',
+    *,
+    steps_per_epoch: int,
+    num_epochs: int,
+    final_fraction: float = 0.0,
+    step_epochs: int = 1,
+    gamma: float = 0.1,
+) -> optax.ScalarOrSchedule:
   """The base rate, constant or stepped once per epoch.
 
   Args:
@@ -67,8 +85,9 @@ def learning_rate_schedule(
     [0.1, 0.1, 0.01]
   """
   if schedule not in SCHEDULES:
-    raise ValueError(f'Unknown schedule {schedule!r}; choose one of '
-                     f'{", ".join(SCHEDULES)}.')
+    raise ValueError(
+        f'Unknown schedule {schedule!r}; choose one of {", ".join(SCHEDULES)}.'
+    )
   if schedule == 'constant':
     return learning_rate
   floor = final_fraction * learning_rate
@@ -101,6 +120,7 @@ def authors_asam_mask(params) -> Any:
     >>> authors_asam_mask({'bn': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}})
     {'bn': {'bias': False, 'scale': True}}
   """
+
   def is_weight(path, _):
     names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
     return bool(names) and names[-1] in ('kernel', 'scale')
@@ -113,8 +133,9 @@ def _with_l2(weight_decay: float, tx: optax.GradientTransformation):
   return optax.chain(optax.add_decayed_weights(weight_decay), tx)
 
 
-def _acme_on_schedule(schedule: Callable[[jax.Array], jax.Array],
-                      **kwargs) -> optax.GradientTransformationExtraArgs:
+def _acme_on_schedule(
+    schedule: Callable[[jax.Array], jax.Array], **kwargs
+) -> optax.GradientTransformationExtraArgs:
   """ACME without rate adaptation (``acme=False``), its rate on ``schedule``.
 
   Without ``acme`` the rate in the state is never adapted, so setting it from
@@ -124,10 +145,13 @@ def _acme_on_schedule(schedule: Callable[[jax.Array], jax.Array],
   inner = optax_adaptive.acme(float(schedule(0)), acme=False, **kwargs)
 
   def update_fn(updates, state, params=None, **extra_args):
-    rate = jnp.asarray(schedule(state.count),
-                       state.adapted_learning_rate.dtype)
-    return inner.update(updates, state._replace(adapted_learning_rate=rate),
-                        params, **extra_args)
+    rate = jnp.asarray(schedule(state.count), state.adapted_learning_rate.dtype)
+    return inner.update(
+        updates,
+        state._replace(adapted_learning_rate=rate),
+        params,
+        **extra_args,
+    )
 
   return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
@@ -143,33 +167,41 @@ def _build(name: str, rate: optax.ScalarOrSchedule, kwargs: dict[str, Any]):
     return optax.chain(
         optax_adaptive.scale_by_adagrad_norm(**kwargs),
         optax.add_decayed_weights(weight_decay),
-        optax.scale_by_learning_rate(rate))
+        optax.scale_by_learning_rate(rate),
+    )
   if name == 'acme':
     if kwargs.get('asam_mask') == 'authors':
       kwargs['asam_mask'] = authors_asam_mask
     if callable(rate):
       if kwargs.get('acme', True):
-        raise ValueError('acme adapts its own rate: use schedule="constant", '
-                         'or acme=False for a scheduled rate.')
+        raise ValueError(
+            'acme adapts its own rate: use schedule="constant", '
+            'or acme=False for a scheduled rate.'
+        )
       kwargs.pop('acme')
       return _acme_on_schedule(rate, **kwargs)
     return optax_adaptive.acme(rate, **kwargs)
   if name in ('adam', 'adabelief', 'sgd'):
     weight_decay = kwargs.pop('weight_decay', 0.0)
-    factory = {'adam': optax.adam, 'adabelief': optax.adabelief,
-               'sgd': optax.sgd}[name]
+    factory = {
+        'adam': optax.adam,
+        'adabelief': optax.adabelief,
+        'sgd': optax.sgd,
+    }[name]
     return _with_l2(weight_decay, factory(rate, **kwargs))
   return getattr(optax_adaptive, name)(rate, **kwargs)
 
 
 def _find_state(opt_state, state_type):
-  found = jax.tree.leaves(opt_state,
-                          is_leaf=lambda x: isinstance(x, state_type))
+  found = jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, state_type)
+  )
   return next(x for x in found if isinstance(x, state_type))
 
 
 def _monitor(name: str, rate_at, kwargs: dict[str, Any]):
   """The function that reads what method `name` adapts from its state."""
+
   def monitor(opt_state, step):
     rate = jnp.asarray(rate_at(jnp.maximum(step - 1, 0)), jnp.float32)
     logged = {'learning_rate': rate}
@@ -187,25 +219,35 @@ def _monitor(name: str, rate_at, kwargs: dict[str, Any]):
       eps = kwargs.get('eps', 1e-10)
       per_unit = jnp.concatenate([
           jnp.ravel(rate / (jnp.sqrt(a) + eps))
-          for a in jax.tree.leaves(state.accumulator)])
+          for a in jax.tree.leaves(state.accumulator)
+      ])
       logged['effective_step_size'] = jnp.mean(per_unit)
     elif name in ('adamw', 'adam_prox'):
       logged['weight_decay_coefficient'] = _find_state(
-          opt_state, optax_adaptive.ScheduledWeightDecayState).decay
+          opt_state, optax_adaptive.ScheduledWeightDecayState
+      ).decay
     elif name == 'acme':
       state = _find_state(opt_state, optax_adaptive.AcmeState)
-      logged.update(learning_rate=state.adapted_learning_rate,
-                    acme_branch=state.branch,
-                    acme_num_rejected=state.num_rejected)
+      logged.update(
+          learning_rate=state.adapted_learning_rate,
+          acme_branch=state.branch,
+          acme_num_rejected=state.num_rejected,
+      )
     return logged
 
   return monitor
 
 
-def create(name: str, learning_rate: float, *, schedule: str = 'constant',
-           steps_per_epoch: int = 1, num_epochs: int = 1,
-           schedule_kwargs: dict[str, Any] | None = None,
-           **kwargs) -> Optimizer:
+def create(
+    name: str,
+    learning_rate: float,
+    *,
+    schedule: str = 'constant',
+    steps_per_epoch: int = 1,
+    num_epochs: int = 1,
+    schedule_kwargs: dict[str, Any] | None = None,
+    **kwargs,
+) -> Optimizer:
   """The optimizer `name` with its schedule and its monitor.
 
   Args:
@@ -235,17 +277,23 @@ def create(name: str, learning_rate: float, *, schedule: str = 'constant',
     0.05
   """
   if name not in METHODS:
-    raise ValueError(f'Unknown optimizer {name!r}; choose one of '
-                     f'{", ".join(METHODS)}.')
+    raise ValueError(
+        f'Unknown optimizer {name!r}; choose one of {", ".join(METHODS)}.'
+    )
   rate = learning_rate_schedule(
-      learning_rate, schedule, steps_per_epoch=steps_per_epoch,
-      num_epochs=num_epochs, **(schedule_kwargs or {}))
+      learning_rate,
+      schedule,
+      steps_per_epoch=steps_per_epoch,
+      num_epochs=num_epochs,
+      **(schedule_kwargs or {}),
+  )
   if name == 'acme':
     kwargs.setdefault('schedule_steps', steps_per_epoch * num_epochs)
   try:
     tx = _build(name, rate, kwargs)
   except TypeError as error:
-    raise ValueError(f'{name} does not take these arguments: {kwargs} '
-                     f'({error}).') from None
+    raise ValueError(
+        f'{name} does not take these arguments: {kwargs} ({error}).'
+    ) from None
   rate_at = rate if callable(rate) else (lambda _: learning_rate)
   return Optimizer(tx, rate_at, _monitor(name, rate_at, kwargs))

@@ -30,14 +30,18 @@ returns them."""
 def _pyplot():
   """``matplotlib.pyplot`` on the ``Agg`` backend, imported when first drawn."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
-def plot_run_folder(folder: str | pathlib.Path,
-                    out: str | pathlib.Path | None = None,
-                    stats_step: int | None = None) -> list[pathlib.Path]:
+def plot_run_folder(
+    folder: str | pathlib.Path,
+    out: str | pathlib.Path | None = None,
+    stats_step: int | None = None,
+) -> list[pathlib.Path]:
   """Draws every figure that `folder` has the files for: the ``plot`` command.
 
   Args:
@@ -63,33 +67,44 @@ def plot_run_folder(folder: str | pathlib.Path,
   written = []
   if (folder / run_directory.METRICS_FILE).exists():
     history = run_directory.read_metrics(folder)
-    written.append(plot_curves(out / 'curves.png', folder.name,
-                               {folder.name: history}))
+    written.append(
+        plot_curves(out / 'curves.png', folder.name, {folder.name: history})
+    )
   if (folder / 'stats').is_dir():
     written.append(plot_histograms(out, folder / 'stats', stats_step))
-  runs = {run.name: run for run in sorted(folder.iterdir())
+  runs = (
+      {
+          run.name: run
+          for run in sorted(folder.iterdir())
           if (run / run_directory.METRICS_FILE).exists()
           and (run / run_directory.CONFIG_FILE).exists()
-          } if folder.is_dir() else {}
+      }
+      if folder.is_dir()
+      else {}
+  )
   if runs:
-    histories = {name: run_directory.read_metrics(run)
-                 for name, run in runs.items()}
-    written.append(plot_curves(out / 'runs_curves.png', folder.name,
-                               histories))
+    histories = {
+        name: run_directory.read_metrics(run) for name, run in runs.items()
+    }
+    written.append(plot_curves(out / 'runs_curves.png', folder.name, histories))
     configs = {
         name: json.loads((run / run_directory.CONFIG_FILE).read_text())
-        for name, run in runs.items()}
+        for name, run in runs.items()
+    }
     heatmap = plot_heatmap(out / 'heatmap.png', configs, histories)
     if heatmap:
       written.append(heatmap)
   if not written:
-    raise ValueError(f'Nothing to plot in {folder}: no metrics.jsonl there or '
-                     'in its subfolders.')
+    raise ValueError(
+        f'Nothing to plot in {folder}: no metrics.jsonl there or '
+        'in its subfolders.'
+    )
   return written
 
 
-def plot_curves(path: pathlib.Path, title: str,
-                histories: dict[str, History]) -> pathlib.Path:
+def plot_curves(
+    path: pathlib.Path, title: str, histories: dict[str, History]
+) -> pathlib.Path:
   """Training loss and every evaluated accuracy against the epoch.
 
   Args:
@@ -123,8 +138,9 @@ def plot_curves(path: pathlib.Path, title: str,
   return path
 
 
-def plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
-                    step: int | None) -> pathlib.Path:
+def plot_histograms(
+    out: pathlib.Path, stats_dir: pathlib.Path, step: int | None
+) -> pathlib.Path:
   """The scale-free paper's histograms of magnitudes, in powers of 2.
 
   Every layer's values are pooled, BatchNorm's left out as in the authors'
@@ -145,13 +161,17 @@ def plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
   if step is not None:
     files = [f for f in files if f.name == f'step_{step:08d}.npz']
   if not files:
-    raise ValueError(f'No stored step {step} in {stats_dir}.'
-                     if step is not None else f'No stats in {stats_dir}.')
+    raise ValueError(
+        f'No stored step {step} in {stats_dir}.'
+        if step is not None
+        else f'No stats in {stats_dir}.'
+    )
   stats = np.load(files[-1])
   pooled = {}
   for key in stats.files:
-    if '/' not in key or any(part.startswith('bn') or 'norm' in part
-                             for part in key.split('/')[1:]):
+    if '/' not in key or any(
+        part.startswith('bn') or 'norm' in part for part in key.split('/')[1:]
+    ):
       continue
     kind = key.split('/')[0]
     pooled.setdefault(kind, []).append(np.abs(stats[key]).ravel())
@@ -162,14 +182,17 @@ def plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
   plt = _pyplot()
   figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 3.2))
   for axis, (kind, values) in zip(axes, pooled.items()):
-    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1] * 0.999),
-                             bins=edges)
+    counts, _ = np.histogram(
+        np.clip(values, edges[0], edges[-1] * 0.999), bins=edges
+    )
     axis.bar(np.arange(low, high), counts / max(counts.sum(), 1), width=0.9)
-    axis.set(title=kind, xlabel='order of magnitude (power of 2)',
-             ylim=(0, 1))
+    axis.set(title=kind, xlabel='order of magnitude (power of 2)', ylim=(0, 1))
   axes[0].set_ylabel('proportion')
-  figure.suptitle(f'{stats_dir.parent.name}: step {int(stats["step"])}, '
-                  f'epoch {int(stats["epoch"]) + 1}', fontsize='small')
+  figure.suptitle(
+      f'{stats_dir.parent.name}: step {int(stats["step"])}, '
+      f'epoch {int(stats["epoch"]) + 1}',
+      fontsize='small',
+  )
   figure.tight_layout()
   path = out / f'histograms_step_{int(stats["step"])}.png'
   figure.savefig(path, dpi=100)
@@ -177,8 +200,9 @@ def plot_histograms(out: pathlib.Path, stats_dir: pathlib.Path,
   return path
 
 
-def plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
-                 histories: dict[str, History]) -> pathlib.Path | None:
+def plot_heatmap(
+    path: pathlib.Path, configs: dict[str, dict], histories: dict[str, History]
+) -> pathlib.Path | None:
   """Final test error over the initial rate and the weight decay, per method.
 
   The scale-free paper's figure: one panel per optimizer, the best setting
@@ -198,19 +222,21 @@ def plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
   for name, config in configs.items():
     decay = config['optimizer_kwargs'].get('weight_decay')
     last = histories[name][-1] if histories[name] else {}
-    accuracy_key = ('test_accuracy' if 'test_accuracy' in last
-                    else 'val_accuracy')
+    accuracy_key = (
+        'test_accuracy' if 'test_accuracy' in last else 'val_accuracy'
+    )
     if decay is None or accuracy_key not in last:
       continue
     diverged = not math.isfinite(last.get('train_loss', 0.0))
     grid.setdefault(config['optimizer'], {})[
-        (config['learning_rate'], decay)] = (
-            1.0 if diverged else 1.0 - last[accuracy_key])
+        (config['learning_rate'], decay)
+    ] = (1.0 if diverged else 1.0 - last[accuracy_key])
   if not grid:
     return None
   plt = _pyplot()
-  figure, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4),
-                              squeeze=False)
+  figure, axes = plt.subplots(
+      1, len(grid), figsize=(5 * len(grid), 4), squeeze=False
+  )
   for axis, (method, errors) in zip(axes[0], sorted(grid.items())):
     rates = sorted({r for r, _ in errors})
     decays = sorted({d for _, d in errors})
@@ -219,13 +245,21 @@ def plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
       table[rates.index(rate), decays.index(decay)] = error
     image = axis.imshow(table, cmap='jet', origin='lower')
     best = np.unravel_index(np.nanargmin(table), table.shape)
-    axis.scatter([best[1]], [best[0]], s=120, facecolors='none',
-                 edgecolors='black', linewidths=2)
-    axis.set_xticks(range(len(decays)), [f'{d:g}' for d in decays],
-                    rotation=45)
+    axis.scatter(
+        [best[1]],
+        [best[0]],
+        s=120,
+        facecolors='none',
+        edgecolors='black',
+        linewidths=2,
+    )
+    axis.set_xticks(range(len(decays)), [f'{d:g}' for d in decays], rotation=45)
     axis.set_yticks(range(len(rates)), [f'{r:g}' for r in rates])
-    axis.set(xlabel='weight decay', ylabel='initial step size',
-             title=f'{method}: best test error {np.nanmin(table):.4f}')
+    axis.set(
+        xlabel='weight decay',
+        ylabel='initial step size',
+        title=f'{method}: best test error {np.nanmin(table):.4f}',
+    )
     figure.colorbar(image, ax=axis, fraction=0.046)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
@@ -233,8 +267,9 @@ def plot_heatmap(path: pathlib.Path, configs: dict[str, dict],
   return path
 
 
-def plot_comparison(path: pathlib.Path, title: str,
-                    results: dict[str, History]) -> None:
+def plot_comparison(
+    path: pathlib.Path, title: str, results: dict[str, History]
+) -> None:
   """The ``compare`` command's figure: each method's training loss and test
   accuracy against the epoch.
 
@@ -248,8 +283,9 @@ def plot_comparison(path: pathlib.Path, title: str,
   for name, history in results.items():
     epochs = [r['epoch'] for r in history]
     loss_axis.plot(epochs, [r['train_loss'] for r in history], label=name)
-    accuracy_axis.plot(epochs, [r['test_accuracy'] for r in history],
-                       label=name)
+    accuracy_axis.plot(
+        epochs, [r['test_accuracy'] for r in history], label=name
+    )
   loss_axis.set(xlabel='epoch', ylabel='training loss', yscale='log')
   accuracy_axis.set(xlabel='epoch', ylabel='test accuracy')
   accuracy_axis.legend(fontsize='small')

@@ -15,23 +15,27 @@ The models keep timm's module names, so the mapping is mechanical: NNX's
 ``conv``/``norm`` are ``downsample.0``/``downsample.1``.
 """
 
+from collections.abc import Callable, Mapping
 import functools
 import pathlib
-from collections.abc import Callable, Mapping
 
-import numpy as np
 from flax import nnx
+import numpy as np
 
-from experiments.models import resnet_imagenet
-from experiments.models import vit
+from experiments.models import resnet_imagenet, vit
 
 # name: (constructor, the attribute of its classification head).
 ARCHITECTURES: dict[str, tuple[Callable[..., nnx.Module], str]] = {
     'vit_s16': (vit.vit_s16, 'head'),
     'resnet50': (resnet_imagenet.resnet50, 'fc'),
 }
-_VARIABLE_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
-                   'mean': 'running_mean', 'var': 'running_var'}
+_VARIABLE_NAMES = {
+    'kernel': 'weight',
+    'scale': 'weight',
+    'bias': 'bias',
+    'mean': 'running_mean',
+    'var': 'running_var',
+}
 _MODULE_NAMES = {'conv': '0', 'norm': '1'}  # inside a ResNet `downsample`
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 
@@ -48,9 +52,14 @@ def resolve(source: str) -> pathlib.Path:
     except ImportError as error:
       raise ImportError(
           f'Downloading {source} needs `pip install huggingface_hub`; or pass '
-          'the path of a local .safetensors/.pth file instead.') from error
-    return pathlib.Path(huggingface_hub.hf_hub_download(
-        repo_id=f'timm/{source[len("timm:"):]}', filename='model.safetensors'))
+          'the path of a local .safetensors/.pth file instead.'
+      ) from error
+    return pathlib.Path(
+        huggingface_hub.hf_hub_download(
+            repo_id=f'timm/{source[len("timm:"):]}',
+            filename='model.safetensors',
+        )
+    )
   path = pathlib.Path(source).expanduser()
   if not path.is_file():
     raise FileNotFoundError(f'No checkpoint file at {path}.')
@@ -62,20 +71,24 @@ def read_checkpoint(source: str) -> dict[str, np.ndarray]:
   path = resolve(source)
   if path.suffix == '.safetensors':
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
     return dict(load_file(str(path)))
   if path.suffix in ('.pth', '.pt', '.bin'):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as error:
-      raise ImportError(f'Reading {path.name} needs torch; a .safetensors file '
-                        'does not.') from error
+      raise ImportError(
+          f'Reading {path.name} needs torch; a .safetensors file does not.'
+      ) from error
     state = torch.load(path, map_location='cpu', weights_only=True)
     for wrapper in ('state_dict', 'model'):
       if isinstance(state.get(wrapper), Mapping):
         state = state[wrapper]
     return {k: v.float().numpy() for k, v in state.items()}
-  raise ValueError(f'Unknown checkpoint format {path.suffix!r}: expected '
-                   '.safetensors, .pth, .pt or .bin.')
+  raise ValueError(
+      f'Unknown checkpoint format {path.suffix!r}: expected '
+      '.safetensors, .pth, .pt or .bin.'
+  )
 
 
 def torch_name(path: tuple) -> str:
@@ -96,8 +109,12 @@ def _to_flax_layout(array: np.ndarray, variable: str) -> np.ndarray:
   return array
 
 
-def load_into(model: nnx.Module, checkpoint: Mapping[str, np.ndarray], *,
-              skip_prefixes: tuple[str, ...] = ()) -> None:
+def load_into(
+    model: nnx.Module,
+    checkpoint: Mapping[str, np.ndarray],
+    *,
+    skip_prefixes: tuple[str, ...] = (),
+) -> None:
   """Copies every parameter and batch statistic of `model` from `checkpoint`.
 
   Args:
@@ -120,26 +137,39 @@ def load_into(model: nnx.Module, checkpoint: Mapping[str, np.ndarray], *,
       continue
     if name not in checkpoint:
       raise CheckpointMismatchError(
-          f'The checkpoint has no {name!r} (for the model\'s {path}).')
+          f"The checkpoint has no {name!r} (for the model's {path})."
+      )
     value = _to_flax_layout(np.asarray(checkpoint[name]), path[-1])
     if value.shape != variable.shape:
       raise CheckpointMismatchError(
           f'{name!r} has shape {value.shape} in Flax layout; the model '
-          f'expects {variable.shape}.')
+          f'expects {variable.shape}.'
+      )
     variable.set_value(value.astype(variable.dtype))
     used.add(name)
-  unused = sorted(k for k in checkpoint if k not in used
-                  and not k.endswith(_IGNORED_SUFFIXES)
-                  and not k.startswith(skip_prefixes))
+  unused = sorted(
+      k
+      for k in checkpoint
+      if k not in used
+      and not k.endswith(_IGNORED_SUFFIXES)
+      and not k.startswith(skip_prefixes)
+  )
   if unused:
     raise CheckpointMismatchError(
         f'The model has no place for {unused[0]!r} '
-        f'({len(unused)} checkpoint entries unused).')
+        f'({len(unused)} checkpoint entries unused).'
+    )
   nnx.update(model, nnx.from_flat_state(flat))
 
 
-def create_pretrained(architecture: str, source: str, *, num_classes: int,
-                      rngs: nnx.Rngs, **model_kwargs) -> nnx.Module:
+def create_pretrained(
+    architecture: str,
+    source: str,
+    *,
+    num_classes: int,
+    rngs: nnx.Rngs,
+    **model_kwargs,
+) -> nnx.Module:
   """Builds `architecture` and loads `source` into it.
 
   When `num_classes` differs from the checkpoint's head, the head keeps its
@@ -151,8 +181,10 @@ def create_pretrained(architecture: str, source: str, *, num_classes: int,
                               num_classes=100, rngs=nnx.Rngs(0))
   """
   if architecture not in ARCHITECTURES:
-    raise ValueError(f'Unknown architecture {architecture!r}; choose one of '
-                     f'{", ".join(ARCHITECTURES)}.')
+    raise ValueError(
+        f'Unknown architecture {architecture!r}; choose one of '
+        f'{", ".join(ARCHITECTURES)}.'
+    )
   constructor, head = ARCHITECTURES[architecture]
   checkpoint = read_checkpoint(source)
   model = constructor(num_classes=num_classes, rngs=rngs, **model_kwargs)

@@ -1,4 +1,4 @@
-"""Penn Treebank (Mikolov's word-level version) as a TFDS dataset, without TensorFlow.
+"""Mikolov's word-level Penn Treebank as a TFDS dataset, without TensorFlow.
 
 The corpus is Mikolov's preprocessed PTB as AWD-LSTM's ``getdata.sh`` fetches
 it (``simple-examples.tgz``, files ``ptb.{train,valid,test}.txt``): lower case,
@@ -27,10 +27,10 @@ without TensorFlow. Offline, put the three files in a directory and pass it as
 ``manual_dir``.
 """
 
+from collections.abc import Iterable, Iterator, Sequence
 import contextlib
 import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from absl import logging
@@ -70,7 +70,7 @@ def tokenize_line(line: str) -> list[str]:
 
 
 def build_vocabulary(lines: Iterable[str]) -> list[str]:
-  """Words in order of first appearance, as AWD-LSTM's ``Dictionary`` numbers them.
+  """Words in first-appearance order, as AWD-LSTM's ``Dictionary`` numbers them.
 
   Args:
     lines: the lines of train, then validation, then test.
@@ -82,8 +82,9 @@ def build_vocabulary(lines: Iterable[str]) -> list[str]:
     >>> build_vocabulary([' b a b', ' c a'])
     ['b', 'a', '<eos>', 'c']
   """
-  return list(dict.fromkeys(
-      token for line in lines for token in tokenize_line(line)))
+  return list(
+      dict.fromkeys(token for line in lines for token in tokenize_line(line))
+  )
 
 
 def _read_lines(path: epath.Path) -> list[str]:
@@ -117,7 +118,8 @@ class Ptb(tfds.core.GeneratorBasedBuilder):
         description=(
             "Mikolov's preprocessed Penn Treebank (10k words), one line per "
             "example with '<eos>' appended; the vocabulary, in AWD-LSTM's "
-            "order, is in the metadata under 'vocabulary'."),
+            "order, is in the metadata under 'vocabulary'."
+        ),
         features=tfds.features.FeaturesDict({
             'text': tfds.features.Text(),
             'ids': tfds.features.Tensor(shape=(None,), dtype=np.int32),
@@ -150,7 +152,8 @@ class Ptb(tfds.core.GeneratorBasedBuilder):
       if missing:
         raise FileNotFoundError(
             f'{manual_dir} lacks the {", ".join(missing)} file(s).\n'
-            f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+            f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        )
       return files
     try:
       directory = dl_manager.download_and_extract(_URL) / _ARCHIVE_DIR
@@ -161,29 +164,39 @@ class Ptb(tfds.core.GeneratorBasedBuilder):
           f'({type(error).__name__}). Offline, put the files in a directory '
           'and pass it as the manual directory (`--data DIR` of '
           '`python -m experiments adadiff-ptb`).\n'
-          f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}') from error
+          f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+      ) from error
     return {split: directory / _FILE_NAMES[split][0] for split in SPLITS}
 
   def _split_generators(self, dl_manager):
-    lines = {split: _read_lines(path)
-             for split, path in self._source_files(dl_manager).items()}
+    lines = {
+        split: _read_lines(path)
+        for split, path in self._source_files(dl_manager).items()
+    }
     vocabulary = build_vocabulary(
-        line for split in SPLITS for line in lines[split])
+        line for split in SPLITS for line in lines[split]
+    )
     self.info.metadata[_VOCABULARY_KEY] = vocabulary
     word_ids = {word: i for i, word in enumerate(vocabulary)}
-    return {split: self._generate_examples(lines[split], word_ids)
-            for split in SPLITS}
+    return {
+        split: self._generate_examples(lines[split], word_ids)
+        for split in SPLITS
+    }
 
-  def _generate_examples(self, lines: Sequence[str], word_ids: dict[str, int]
-                         ) -> Iterator[tuple[int, dict[str, Any]]]:
+  def _generate_examples(
+      self, lines: Sequence[str], word_ids: dict[str, int]
+  ) -> Iterator[tuple[int, dict[str, Any]]]:
     for index, line in enumerate(lines):
-      ids = np.array([word_ids[token] for token in tokenize_line(line)],
-                     dtype=np.int32)
+      ids = np.array(
+          [word_ids[token] for token in tokenize_line(line)], dtype=np.int32
+      )
       yield index, {'text': line, 'ids': ids}
 
 
-def prepare(data_dir: str | os.PathLike[str] | None = None,
-            manual_dir: str | os.PathLike[str] | None = None) -> None:
+def prepare(
+    data_dir: str | os.PathLike[str] | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+) -> None:
   """Builds the ArrayRecord files once (no TensorFlow needed).
 
   Downloads Mikolov's archive unless ``manual_dir`` holds the three files.
@@ -200,7 +213,8 @@ def prepare(data_dir: str | os.PathLike[str] | None = None,
     >>> import pathlib, tempfile
     >>> corpus = pathlib.Path(tempfile.mkdtemp())
     >>> for name, text in [('ptb.train.txt', ' a b\\n b c\\n'),
-    ...                    ('ptb.valid.txt', ' c\\n'), ('ptb.test.txt', ' a\\n')]:
+    ...                    ('ptb.valid.txt', ' c\\n'),
+    ...                    ('ptb.test.txt', ' a\\n')]:
     ...   _ = (corpus / name).write_text(text)
     >>> prepare(corpus / 'tfds', manual_dir=corpus)
     >>> load_tokens('train', corpus / 'tfds')
@@ -210,7 +224,8 @@ def prepare(data_dir: str | os.PathLike[str] | None = None,
     # TFDS would take a missing manual directory for none and download.
     raise FileNotFoundError(
         f'The manual directory {manual_dir} does not exist.\n'
-        f'{Ptb.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+        f'{Ptb.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+    )
   builder = Ptb(data_dir=data_dir, file_format='array_record')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   with contextlib.redirect_stdout(io.StringIO()) as messages:
@@ -220,14 +235,15 @@ def prepare(data_dir: str | os.PathLike[str] | None = None,
 
 
 def data_source(split: str, data_dir: str | os.PathLike[str] | None = None):
-  """Random access to a split's lines ``{'text': bytes, 'ids': int32}``, in order.
+  """Random access to a split's lines, in order.
 
   Args:
     split: ``'train'``, ``'validation'`` or ``'test'``.
     data_dir: TFDS data directory the dataset was prepared in.
 
   Returns:
-    ``tfds.data_source``'s ArrayRecord source; its ``dataset_info.metadata``
+    ``tfds.data_source``'s ArrayRecord source, one
+    ``{'text': bytes, 'ids': int32}`` per line; its ``dataset_info.metadata``
     holds the vocabulary.
 
   Raises:
@@ -247,9 +263,11 @@ def data_source(split: str, data_dir: str | os.PathLike[str] | None = None):
   # The import is here because input_pipeline pulls in Grain and JAX, which
   # building the dataset does not need.
   from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
+
   if split not in SPLITS:
     raise ValueError(
-        f'Unknown split {split!r}; choose one of {", ".join(SPLITS)}.')
+        f'Unknown split {split!r}; choose one of {", ".join(SPLITS)}.'
+    )
   builder = Ptb(data_dir=data_dir)
   if not builder.is_prepared():
     where = data_dir or _DEFAULT_DATA_DIR
@@ -258,21 +276,22 @@ def data_source(split: str, data_dir: str | os.PathLike[str] | None = None):
         f"  python -c 'from experiments import ptb; "
         f'ptb.prepare("{where}", manual_dir=DIR)\'\n'
         f'where DIR holds ptb.train.txt, ptb.valid.txt and ptb.test.txt (or '
-        f'leave manual_dir out to download them).')
-  return tfds.data_source('ptb', split=split, data_dir=data_dir,
-                          download=False)
+        f'leave manual_dir out to download them).'
+    )
+  return tfds.data_source('ptb', split=split, data_dir=data_dir, download=False)
 
 
-def load_tokens(split: str,
-                data_dir: str | os.PathLike[str] | None = None) -> np.ndarray:
-  """A split's token ids in order, ``<eos>`` after every line (``Corpus.tokenize``).
+def load_tokens(
+    split: str, data_dir: str | os.PathLike[str] | None = None
+) -> np.ndarray:
+  """A split's token ids in order, as ``Corpus.tokenize`` gives them.
 
   Args:
     split: ``'train'``, ``'validation'`` or ``'test'``.
     data_dir: TFDS data directory the dataset was prepared in.
 
   Returns:
-    int32 array of shape ``(num_tokens,)``.
+    int32 array of shape ``(num_tokens,)``, ``<eos>`` after every line.
 
   Example:
     >>> import pathlib, tempfile
@@ -289,7 +308,8 @@ def load_tokens(split: str,
 
 
 def load_vocabulary(
-    data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    data_dir: str | os.PathLike[str] | None = None,
+) -> list[str]:
   """The vocabulary stored with the dataset; a word's id is its index.
 
   Args:
@@ -302,11 +322,13 @@ def load_vocabulary(
     >>> import pathlib, tempfile
     >>> corpus = pathlib.Path(tempfile.mkdtemp())
     >>> for name, text in [('ptb.train.txt', ' b a\\n'),
-    ...                    ('ptb.valid.txt', ' c\\n'), ('ptb.test.txt', ' a\\n')]:
+    ...                    ('ptb.valid.txt', ' c\\n'),
+    ...                    ('ptb.test.txt', ' a\\n')]:
     ...   _ = (corpus / name).write_text(text)
     >>> prepare(corpus / 'tfds', manual_dir=corpus)
     >>> load_vocabulary(corpus / 'tfds')
     ['b', 'a', '<eos>', 'c']
   """
-  return list(data_source('train', data_dir).dataset_info.metadata[
-      _VOCABULARY_KEY])
+  return list(
+      data_source('train', data_dir).dataset_info.metadata[_VOCABULARY_KEY]
+  )

@@ -16,25 +16,27 @@ the same words.
 """
 
 import argparse
+from collections.abc import Sequence
 import math
 import pathlib
 import shutil
 import sys
-from collections.abc import Sequence
 
 import numpy as np
 
-from experiments import cli
-from experiments import ptb
-from experiments import run_directory
+from experiments import cli, ptb, run_directory
 
 # Which of Mikolov's files each split of the prepared dataset is read from.
-_LAYOUT = {'ptb.train.txt': 'ptb.valid.txt', 'ptb.valid.txt': 'ptb.test.txt',
-           'ptb.test.txt': 'ptb.test.txt'}
+_LAYOUT = {
+    'ptb.train.txt': 'ptb.valid.txt',
+    'ptb.valid.txt': 'ptb.test.txt',
+    'ptb.test.txt': 'ptb.test.txt',
+}
 
 
-def unigram_perplexity(train_tokens: np.ndarray, eval_tokens: np.ndarray,
-                       vocab_size: int) -> float:
+def unigram_perplexity(
+    train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int
+) -> float:
   """Perplexity of add-one smoothed training-word frequencies on other text.
 
   Each word's probability is ``(count + 1) / (num_train_tokens +
@@ -62,13 +64,20 @@ def unigram_perplexity(train_tokens: np.ndarray, eval_tokens: np.ndarray,
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the check; returns the training command's exit status."""
   parser = argparse.ArgumentParser(
-      prog='python -m experiments.ptb_check', allow_abbrev=False,
-      description='Train on PTB\'s validation text, evaluate on its test '
-      'text, and compare with the unigram baseline.')
+      prog='python -m experiments.ptb_check',
+      allow_abbrev=False,
+      description=(
+          "Train on PTB's validation text, evaluate on its test "
+          'text, and compare with the unigram baseline.'
+      ),
+  )
   parser.add_argument('ptb_dir', help='holds ptb.valid.txt and ptb.test.txt')
   parser.add_argument('workdir')
-  parser.add_argument('flags', nargs=argparse.REMAINDER,
-                      help='flags of python -m experiments adadiff-ptb')
+  parser.add_argument(
+      'flags',
+      nargs=argparse.REMAINDER,
+      help='flags of python -m experiments adadiff-ptb',
+  )
   args = parser.parse_args(argv)
   workdir = pathlib.Path(args.workdir)
   text = workdir / 'text'
@@ -81,26 +90,42 @@ def main(argv: Sequence[str] | None = None) -> int:
   train_tokens = ptb.load_tokens('train', data_dir)
   test_tokens = ptb.load_tokens('test', data_dir)
   baseline = unigram_perplexity(train_tokens, test_tokens, vocab_size)
-  unseen = float(np.mean(np.bincount(train_tokens, minlength=vocab_size)[
-      test_tokens] == 0))
-  print(f'tokens: train (ptb.valid.txt) {len(train_tokens):,}, test '
-        f'(ptb.test.txt) {len(test_tokens):,}; vocabulary {vocab_size:,}; '
-        f'{unseen:.2%} of the test tokens are words the training text lacks')
-  print(f'unigram baseline (add-one): test perplexity {baseline:.2f}',
-        flush=True)
-  status = cli.main(['adadiff-ptb', '--data', str(text), '--data-dir',
-                     str(data_dir), '--workdir', str(workdir / 'run'),
-                     *args.flags])
+  unseen = float(
+      np.mean(np.bincount(train_tokens, minlength=vocab_size)[test_tokens] == 0)
+  )
+  print(
+      f'tokens: train (ptb.valid.txt) {len(train_tokens):,}, test '
+      f'(ptb.test.txt) {len(test_tokens):,}; vocabulary {vocab_size:,}; '
+      f'{unseen:.2%} of the test tokens are words the training text lacks'
+  )
+  print(
+      f'unigram baseline (add-one): test perplexity {baseline:.2f}', flush=True
+  )
+  status = cli.main([
+      'adadiff-ptb',
+      '--data',
+      str(text),
+      '--data-dir',
+      str(data_dir),
+      '--workdir',
+      str(workdir / 'run'),
+      *args.flags,
+  ])
   if status:
     return status
   records = run_directory.read_metrics(workdir / 'run')
-  print('| epoch | train ppl | val ppl (batch 10) | test ppl (batch 1) | '
-        'test ppl / unigram |')
+  print(
+      '| epoch | train ppl | val ppl (batch 10) | test ppl (batch 1) | '
+      'test ppl / unigram |'
+  )
   print('| ---: | ---: | ---: | ---: | ---: |')
   for record in records:
-    print(f'| {record["epoch"]:g} | {record.get("train_perplexity", math.nan):.2f} '
-          f'| {record["val_perplexity"]:.2f} | {record["test_perplexity"]:.2f} '
-          f'| {record["test_perplexity"] / baseline:.3f} |')
+    print(
+        f'| {record["epoch"]:g} |'
+        f' {record.get("train_perplexity", math.nan):.2f} |'
+        f' {record["val_perplexity"]:.2f} | {record["test_perplexity"]:.2f} |'
+        f' {record["test_perplexity"] / baseline:.3f} |'
+    )
   return 0
 
 

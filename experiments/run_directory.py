@@ -71,6 +71,7 @@ class Progress:
     seconds: training and evaluation time so far.
     data: the state of the training data's iterator.
   """
+
   epoch: int = 0
   batch: int = 0
   window: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -84,14 +85,19 @@ def _is_key(x) -> bool:
 
 def _keys_as_data(tree):
   """Typed PRNG keys as their raw data, which Orbax stores."""
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                      tree)
+  return jax.tree.map(
+      lambda x: jax.random.key_data(x) if _is_key(x) else x, tree
+  )
 
 
 def _keys_from_data(template, tree):
   return jax.tree.map(
       lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
-      if _is_key(t) else x, template, tree)
+      if _is_key(t)
+      else x,
+      template,
+      tree,
+  )
 
 
 def _summary(error: Exception, length: int = 200) -> str:
@@ -147,8 +153,9 @@ class RunDirectory:
     self._checkpoints = ocp.CheckpointManager(
         (workdir / 'checkpoints').absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=_CHECKPOINTS_KEPT,
-            cleanup_tmp_directories=config.resume))
+            max_to_keep=_CHECKPOINTS_KEPT, cleanup_tmp_directories=config.resume
+        ),
+    )
     try:
       if self.latest_step() is not None:
         self._check_resumable(config)
@@ -160,7 +167,8 @@ class RunDirectory:
     if not config.resume:
       raise ValueError(
           f'{self.workdir} already has checkpoints: resume from them '
-          '(--resume) or choose another working directory.')
+          '(--resume) or choose another working directory.'
+      )
     if not self._config_path.exists():
       return
     try:
@@ -172,7 +180,8 @@ class RunDirectory:
       raise ValueError(
           f'{self.workdir} holds a run with other settings '
           f'({", ".join(changed)}): resume it with its own settings, or '
-          'choose another working directory.')
+          'choose another working directory.'
+      )
 
   def latest_step(self) -> int | None:
     """The step of the latest complete checkpoint; None if there is none."""
@@ -192,12 +201,17 @@ class RunDirectory:
       CheckpointError: naming the checkpoint, if it cannot be restored.
     """
     step = self.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            _keys_as_data(state))
+    abstract = jax.tree.map(
+        ocp.utils.to_shape_dtype_struct, _keys_as_data(state)
+    )
     try:
-      restored = self._checkpoints.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract),
-          progress=ocp.args.JsonRestore()))
+      restored = self._checkpoints.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract),
+              progress=ocp.args.JsonRestore(),
+          ),
+      )
     # Orbax and TensorStore raise many kinds of errors for damaged files.
     except Exception as error:  # pylint: disable=broad-exception-caught
       self._checkpoints.close()
@@ -206,9 +220,12 @@ class RunDirectory:
           f'Cannot restore the checkpoint of step {step} in {folder} '
           f'({_summary(error)}). If it is damaged, move '
           f'{folder / str(step)} out of {folder} to resume from the one '
-          'before.') from error
-    return (_keys_from_data(state, restored.state),
-            Progress(**restored.progress))
+          'before.'
+      ) from error
+    return (
+        _keys_from_data(state, restored.state),
+        Progress(**restored.progress),
+    )
 
   def start(self, config: RunConfig, step: int) -> list[dict[str, Any]]:
     """Writes `config` and opens the outputs of a run at `step`.
@@ -225,11 +242,14 @@ class RunDirectory:
     records = [r for r in read_metrics(self.workdir) if r['step'] <= step]
     if self.is_chief:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      _write_atomically(self._config_path,
-                        json.dumps(config.to_json(), indent=2) + '\n')
-      _write_atomically(self._metrics_path,
-                        ''.join(json.dumps(r) + '\n' for r in records))
+      _write_atomically(
+          self._config_path, json.dumps(config.to_json(), indent=2) + '\n'
+      )
+      _write_atomically(
+          self._metrics_path, ''.join(json.dumps(r) + '\n' for r in records)
+      )
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._writer = SummaryWriter(str(self.workdir / 'tensorboard'))
     return records
 
@@ -249,10 +269,13 @@ class RunDirectory:
     saved = dataclasses.asdict(progress)
     saved['window'] = {k: float(v) for k, v in saved['window'].items()}
     self._checkpoints.save(
-        int(state.step), args=ocp.args.Composite(
+        int(state.step),
+        args=ocp.args.Composite(
             state=ocp.args.StandardSave(_keys_as_data(state)),
-            progress=ocp.args.JsonSave(saved)),
-        force=True)
+            progress=ocp.args.JsonSave(saved),
+        ),
+        force=True,
+    )
 
   def close(self) -> None:
     """Waits for the checkpoint being written, then closes every output."""

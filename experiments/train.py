@@ -39,20 +39,16 @@ import time
 from typing import Any
 
 import flax
+from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 import tqdm
-from flax import nnx
-from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from experiments import input_pipeline
-from experiments import models
-from experiments import optimizers
-from experiments import run_directory
+from experiments import input_pipeline, models, optimizers, run_directory
 from experiments.configs import default as default_config
 from experiments.configs.default import Config
 
@@ -70,6 +66,7 @@ class TrainState:
     model_state: its other variables: BatchNorm statistics, RNG streams.
     opt_state: the optimizer's state.
   """
+
   step: jax.Array
   params: nnx.State
   model_state: nnx.State
@@ -79,8 +76,9 @@ class TrainState:
 def _unknown(kind: str, name: str, known) -> ValueError:
   close = difflib.get_close_matches(name, known, n=1)
   hint = f' (did you mean {close[0]!r}?)' if close else ''
-  return ValueError(f'Unknown {kind} {name!r}{hint}; choose one of '
-                    f'{", ".join(known)}.')
+  return ValueError(
+      f'Unknown {kind} {name!r}{hint}; choose one of {", ".join(known)}.'
+  )
 
 
 def check_config(config: Config) -> None:
@@ -92,6 +90,7 @@ def check_config(config: Config) -> None:
   """
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
+
     known = pretrained.ARCHITECTURES
   else:
     known = models.MODELS
@@ -108,24 +107,40 @@ def create_model(config: Config) -> nnx.Module:
   rngs = nnx.Rngs(config.seed)
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
+
     return pretrained.create_pretrained(
-        config.model, config.pretrained, num_classes=info.num_classes,
-        rngs=rngs, **config.model_kwargs)
-  return models.create_model(config.model, num_classes=info.num_classes,
-                             rngs=rngs, **config.model_kwargs)
+        config.model,
+        config.pretrained,
+        num_classes=info.num_classes,
+        rngs=rngs,
+        **config.model_kwargs,
+    )
+  return models.create_model(
+      config.model,
+      num_classes=info.num_classes,
+      rngs=rngs,
+      **config.model_kwargs,
+  )
 
 
-def create_optimizer(config: Config,
-                     num_steps_per_epoch: int) -> optimizers.Optimizer:
+def create_optimizer(
+    config: Config, num_steps_per_epoch: int
+) -> optimizers.Optimizer:
   """The optimizer of `config`, its schedule counted in steps."""
   return optimizers.create(
-      config.optimizer, config.learning_rate, schedule=config.schedule,
-      steps_per_epoch=num_steps_per_epoch, num_epochs=config.num_epochs,
-      schedule_kwargs=config.schedule_kwargs, **config.optimizer_kwargs)
+      config.optimizer,
+      config.learning_rate,
+      schedule=config.schedule,
+      steps_per_epoch=num_steps_per_epoch,
+      num_epochs=config.num_epochs,
+      schedule_kwargs=config.schedule_kwargs,
+      **config.optimizer_kwargs,
+  )
 
 
 def create_train_state(
-    config: Config, num_steps_per_epoch: int,
+    config: Config,
+    num_steps_per_epoch: int,
 ) -> tuple[nnx.GraphDef, TrainState, optimizers.Optimizer]:
   """The model's graph, the initial training state and the optimizer.
 
@@ -149,9 +164,12 @@ def create_train_state(
   model = create_model(config)
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   optimizer = create_optimizer(config, num_steps_per_epoch)
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                     model_state=model_state,
-                     opt_state=optimizer.tx.init(params))
+  state = TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      model_state=model_state,
+      opt_state=optimizer.tx.init(params),
+  )
   return graphdef, state, optimizer
 
 
@@ -169,7 +187,8 @@ def _apply(graphdef, params, model_state, images, *, train: bool):
 def _classification_metrics(logits, batch, label_smoothing: float = 0.0):
   """Mean cross-entropy over the real examples, and the metrics' sums."""
   targets = optax.smooth_labels(
-      jax.nn.one_hot(batch['label'], logits.shape[-1]), label_smoothing)
+      jax.nn.one_hot(batch['label'], logits.shape[-1]), label_smoothing
+  )
   losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
   mask = batch['mask'].astype(losses.dtype)
   count = mask.sum()
@@ -178,10 +197,16 @@ def _classification_metrics(logits, batch, label_smoothing: float = 0.0):
   return loss, {'loss_sum': loss * count, 'correct': correct, 'count': count}
 
 
-def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs,
-               state: TrainState, batch: dict[str, jax.Array], *,
-               loss_multiplier: float = 1.0, label_smoothing: float = 0.0,
-               with_stats: bool = False):
+def train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformationExtraArgs,
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    loss_multiplier: float = 1.0,
+    label_smoothing: float = 0.0,
+    with_stats: bool = False,
+):
   """One optimizer step on `batch`.
 
   Args:
@@ -199,9 +224,11 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs
     unmultiplied loss), ``correct`` and ``count``; with ``with_stats``, a
     third element ``{'parameter', 'gradient', 'update'}``.
   """
+
   def loss_fn(params):
-    logits, model_state = _apply(graphdef, params, state.model_state,
-                                 batch['image'], train=True)
+    logits, model_state = _apply(
+        graphdef, params, state.model_state, batch['image'], train=True
+    )
     loss, metrics = _classification_metrics(logits, batch, label_smoothing)
     return loss_multiplier * loss, (model_state, metrics)
 
@@ -211,21 +238,34 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformationExtraArgs
     return loss_fn(params)[0]
 
   (loss, (model_state, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                 value=loss, value_fn=value_fn)
+      loss_fn, has_aux=True
+  )(state.params)
+  updates, opt_state = tx.update(
+      grads, state.opt_state, state.params, value=loss, value_fn=value_fn
+  )
   params = optax.apply_updates(state.params, updates)
-  new_state = TrainState(step=state.step + 1, params=params,
-                         model_state=model_state, opt_state=opt_state)
+  new_state = TrainState(
+      step=state.step + 1,
+      params=params,
+      model_state=model_state,
+      opt_state=opt_state,
+  )
   if with_stats:
-    return new_state, metrics, {'parameter': params, 'gradient': grads,
-                                'update': updates}
+    return (
+        new_state,
+        metrics,
+        {'parameter': params, 'gradient': grads, 'update': updates},
+    )
   return new_state, metrics
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def eval_step(graphdef: nnx.GraphDef, params: nnx.State,
-              model_state: nnx.State, batch: dict[str, jax.Array]):
+def eval_step(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    model_state: nnx.State,
+    batch: dict[str, jax.Array],
+):
   """The metrics' sums on `batch`, in evaluation mode (padding masked out).
 
   Example:
@@ -234,7 +274,8 @@ def eval_step(graphdef: nnx.GraphDef, params: nnx.State,
     >>> graphdef, state, _ = create_train_state(default.get_config(), 1)
     >>> batch = {'image': jnp.zeros((4, 32, 32, 3)), 'label': jnp.zeros(4, int),
     ...          'mask': jnp.array([True, True, True, False])}
-    >>> float(eval_step(graphdef, state.params, state.model_state, batch)['count'])
+    >>> metrics = eval_step(graphdef, state.params, state.model_state, batch)
+    >>> float(metrics['count'])
     3.0
   """
   logits, _ = _apply(graphdef, params, model_state, batch['image'], train=False)
@@ -254,20 +295,26 @@ def _layer_names(tree) -> list[str]:
   """'stages/0/conv1/kernel'-style names of a parameter tree's leaves."""
   names = []
   for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    parts = [str(k.key) if isinstance(k, jax.tree_util.DictKey) else
-             str(k.idx) for k in path
-             if isinstance(k, (jax.tree_util.DictKey, jax.tree_util.SequenceKey))]
+    parts = [
+        str(k.key) if isinstance(k, jax.tree_util.DictKey) else str(k.idx)
+        for k in path
+        if isinstance(k, (jax.tree_util.DictKey, jax.tree_util.SequenceKey))
+    ]
     names.append('/'.join(parts))
   return names
 
 
-def _save_stats(folder: pathlib.Path, stats, step: int, epoch: int,
-                learning_rate: float) -> None:
+def _save_stats(
+    folder: pathlib.Path, stats, step: int, epoch: int, learning_rate: float
+) -> None:
   """Writes `stats` (``{'parameter', 'gradient', 'update'}`` trees) into
   ``folder/step_STEP.npz``, a layer's array under ``KIND/LAYER``."""
   folder.mkdir(exist_ok=True)
-  arrays = {'step': np.int64(step), 'epoch': np.int64(epoch),
-            'learning_rate': np.float64(learning_rate)}
+  arrays = {
+      'step': np.int64(step),
+      'epoch': np.int64(epoch),
+      'learning_rate': np.float64(learning_rate),
+  }
   for kind, tree in _to_host(stats).items():
     for name, value in zip(_layer_names(tree), jax.tree.leaves(tree)):
       arrays[f'{kind}/{name}'] = value
@@ -283,9 +330,16 @@ def _split_prefix(split: str) -> str:
 
 
 # The fields of a Config that the compiled training step depends on.
-_STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'schedule',
-                'schedule_kwargs', 'num_epochs', 'loss_multiplier',
-                'label_smoothing')
+_STEP_FIELDS = (
+    'optimizer',
+    'learning_rate',
+    'optimizer_kwargs',
+    'schedule',
+    'schedule_kwargs',
+    'num_epochs',
+    'loss_multiplier',
+    'label_smoothing',
+)
 
 
 class _Steps:
@@ -295,8 +349,9 @@ class _Steps:
   settings again) share them instead of compiling them again.
   """
 
-  def __init__(self, graphdef, config: Config, num_steps_per_epoch: int,
-               mesh: Mesh):
+  def __init__(
+      self, graphdef, config: Config, num_steps_per_epoch: int, mesh: Mesh
+  ):
     self._graphdef = graphdef
     self._config = config
     self._optimizer = create_optimizer(config, num_steps_per_epoch)
@@ -308,21 +363,29 @@ class _Steps:
     """``(state, window, batch) -> (state, window[, stats])``, window summing
     the step's metrics; the state and the window are donated."""
     if with_stats not in self._train:
+
       def accumulate(state, window, batch):
         outputs = train_step(
-            self._graphdef, self._optimizer.tx, state, batch,
+            self._graphdef,
+            self._optimizer.tx,
+            state,
+            batch,
             loss_multiplier=self._config.loss_multiplier,
             label_smoothing=self._config.label_smoothing,
-            with_stats=with_stats)
+            with_stats=with_stats,
+        )
         return (outputs[0], _add_metrics(window, outputs[1]), *outputs[2:])
+
       self._train[with_stats] = jax.jit(
-          accumulate, donate_argnums=(0, 1), out_shardings=self._replicated)
+          accumulate, donate_argnums=(0, 1), out_shardings=self._replicated
+      )
     return self._train[with_stats]
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(graphdef, step_key: str, num_steps_per_epoch: int,
-                    mesh: Mesh) -> _Steps:
+def _compiled_steps(
+    graphdef, step_key: str, num_steps_per_epoch: int, mesh: Mesh
+) -> _Steps:
   settings = json.loads(step_key)
   return _Steps(graphdef, Config(**settings), num_steps_per_epoch, mesh)
 
@@ -330,25 +393,44 @@ def _compiled_steps(graphdef, step_key: str, num_steps_per_epoch: int,
 def _train_batches(config: Config) -> input_pipeline.BatchIterator:
   """The training split's batches, epoch after epoch."""
   return input_pipeline.create_split(
-      config.dataset, config.train_split, batch_size=config.batch_size,
-      train=True, seed=config.seed, data_dir=config.data_dir,
-      image_size=config.image_size, cutout=config.cutout,
-      mean_std=config.mean_std)
+      config.dataset,
+      config.train_split,
+      batch_size=config.batch_size,
+      train=True,
+      seed=config.seed,
+      data_dir=config.data_dir,
+      image_size=config.image_size,
+      cutout=config.cutout,
+      mean_std=config.mean_std,
+  )
 
 
-def evaluate(graphdef: nnx.GraphDef, state: TrainState, config: Config,
-             batch_sharding: NamedSharding) -> dict[str, float]:
+def evaluate(
+    graphdef: nnx.GraphDef,
+    state: TrainState,
+    config: Config,
+    batch_sharding: NamedSharding,
+) -> dict[str, float]:
   """Loss and accuracy on every split of ``config.eval_splits``."""
   results = {}
   for split in config.eval_splits:
     batches = input_pipeline.create_split(
-        config.dataset, split, batch_size=config.batch_size, train=False,
-        data_dir=config.data_dir, image_size=config.image_size,
-        mean_std=config.mean_std)
+        config.dataset,
+        split,
+        batch_size=config.batch_size,
+        train=False,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        mean_std=config.mean_std,
+    )
     totals = dict.fromkeys(_METRIC_KEYS, 0.0)
     for batch in batches:
-      metrics = eval_step(graphdef, state.params, state.model_state,
-                          _to_global(batch, batch_sharding))
+      metrics = eval_step(
+          graphdef,
+          state.params,
+          state.model_state,
+          _to_global(batch, batch_sharding),
+      )
       totals = _add_metrics(totals, metrics)
     totals = _to_host(totals)
     prefix = _split_prefix(split)
@@ -359,7 +441,8 @@ def evaluate(graphdef: nnx.GraphDef, state: TrainState, config: Config,
 
 def _to_global(batch, sharding):
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch
+  )
 
 
 def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
@@ -391,8 +474,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   workdir = pathlib.Path(workdir)
   mesh = Mesh(np.asarray(jax.devices()), ('data',))
   if config.batch_size % mesh.size:
-    raise ValueError(f'`batch_size` {config.batch_size} must be a multiple of '
-                     f'the {mesh.size} devices.')
+    raise ValueError(
+        f'`batch_size` {config.batch_size} must be a multiple of '
+        f'the {mesh.size} devices.'
+    )
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
 
@@ -402,11 +487,12 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     # or damaged split stops the run before it writes anything.
     input_pipeline.read_split(config.dataset, split, config.data_dir)
   full_epoch = train_batches.steps_per_epoch
-  num_steps_per_epoch = min(full_epoch, config.max_steps_per_epoch or full_epoch)
+  num_steps_per_epoch = min(
+      full_epoch, config.max_steps_per_epoch or full_epoch
+  )
   graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
   run = run_directory.RunDirectory(config, workdir)
-  progress = run_directory.Progress(
-      window=dict.fromkeys(_METRIC_KEYS, 0.0))
+  progress = run_directory.Progress(window=dict.fromkeys(_METRIC_KEYS, 0.0))
   if run.latest_step() is not None:
     state, progress = run.restore(state)
     if progress.data:
@@ -416,9 +502,12 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
 
-  steps = _compiled_steps(graphdef,
-                          default_config.settings_key(config, _STEP_FIELDS),
-                          num_steps_per_epoch, mesh)
+  steps = _compiled_steps(
+      graphdef,
+      default_config.settings_key(config, _STEP_FIELDS),
+      num_steps_per_epoch,
+      mesh,
+  )
 
   def checkpoint_due():
     every = config.checkpoint_every_steps
@@ -432,23 +521,36 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     if progress.batch == 0 and num_steps_per_epoch < full_epoch:
       # A shortened epoch skips the rest of the split's epoch.
       train_batches.set_state({'next_index': progress.epoch * full_epoch})
-    stop = min(num_steps_per_epoch,
-               progress.batch + max_steps - int(state.step))
-    bar = tqdm.tqdm(total=num_steps_per_epoch, initial=progress.batch,
-                    desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
-                    disable=not show_progress, leave=False, dynamic_ncols=True)
+    stop = min(
+        num_steps_per_epoch, progress.batch + max_steps - int(state.step)
+    )
+    bar = tqdm.tqdm(
+        total=num_steps_per_epoch,
+        initial=progress.batch,
+        desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
+        disable=not show_progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     while progress.batch < stop:
       batch = next(train_batches)
-      with_stats = (config.store_stats
-                    and progress.batch % config.store_stats_interval == 0)
+      with_stats = (
+          config.store_stats
+          and progress.batch % config.store_stats_interval == 0
+      )
       state, window, *stats = steps.train(with_stats)(
-          state, window, _to_global(batch, batch_sharding))
+          state, window, _to_global(batch, batch_sharding)
+      )
       progress.batch += 1
       bar.update()
       if with_stats and run.is_chief:
-        _save_stats(workdir / 'stats', stats[0], int(state.step),
-                    progress.epoch,
-                    float(optimizer.learning_rate(int(state.step) - 1)))
+        _save_stats(
+            workdir / 'stats',
+            stats[0],
+            int(state.step),
+            progress.epoch,
+            float(optimizer.learning_rate(int(state.step) - 1)),
+        )
       if progress.batch < stop and checkpoint_due():
         # The last batch of the loop is checkpointed below, with the epoch
         # it ends counted.
@@ -461,20 +563,36 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     end_of_epoch = progress.batch >= num_steps_per_epoch
     if end_of_epoch:
       progress.epoch, progress.batch = progress.epoch + 1, 0
-    finished = (progress.epoch >= config.num_epochs
-                or int(state.step) >= max_steps)
+    finished = (
+        progress.epoch >= config.num_epochs or int(state.step) >= max_steps
+    )
     evaluation_due = finished or (
-        end_of_epoch and progress.epoch % config.eval_every_epochs == 0)
+        end_of_epoch and progress.epoch % config.eval_every_epochs == 0
+    )
     if evaluation_due:
-      record = _record(graphdef, state, window, config, batch_sharding,
-                       steps.monitor, num_steps_per_epoch)
+      record = _record(
+          graphdef,
+          state,
+          window,
+          config,
+          batch_sharding,
+          steps.monitor,
+          num_steps_per_epoch,
+      )
       progress.seconds = record['seconds'] = time.perf_counter() - started
       history.append(record)
       run.write(record)
-      _LOG.info('%s epoch %.2f step %d: %s', workdir.name, record['epoch'],
-                record['step'], ', '.join(
-                    f'{k} {v:.4g}' for k, v in record.items()
-                    if k.endswith(('_loss', '_accuracy'))))
+      _LOG.info(
+          '%s epoch %.2f step %d: %s',
+          workdir.name,
+          record['epoch'],
+          record['step'],
+          ', '.join(
+              f'{k} {v:.4g}'
+              for k, v in record.items()
+              if k.endswith(('_loss', '_accuracy'))
+          ),
+      )
       window = jax.device_put(dict.fromkeys(_METRIC_KEYS, 0.0), replicated)
     if evaluation_due or checkpoint_due():
       progress.window = _to_host(window)
@@ -485,16 +603,27 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   return history
 
 
-def _record(graphdef, state, window, config, batch_sharding, monitor,
-            num_steps_per_epoch) -> dict[str, Any]:
+def _record(
+    graphdef,
+    state,
+    window,
+    config,
+    batch_sharding,
+    monitor,
+    num_steps_per_epoch,
+) -> dict[str, Any]:
   """The metrics record of an evaluation."""
   totals = _to_host(window)
-  record = {'epoch': int(state.step) / num_steps_per_epoch,
-            'step': int(state.step)}
+  record = {
+      'epoch': int(state.step) / num_steps_per_epoch,
+      'step': int(state.step),
+  }
   if totals['count']:
     record['train_loss'] = float(totals['loss_sum'] / totals['count'])
     record['train_accuracy'] = float(totals['correct'] / totals['count'])
   record.update(evaluate(graphdef, state, config, batch_sharding))
-  record.update({k: float(v) for k, v in
-                 _to_host(monitor(state.opt_state, state.step)).items()})
+  record.update({
+      k: float(v)
+      for k, v in _to_host(monitor(state.opt_state, state.step)).items()
+  })
   return record

@@ -1,4 +1,4 @@
-"""Language-model training loop: AWD-LSTM on PTB, in the layout of the Flax examples.
+"""Language-model training loop: AWD-LSTM on PTB, laid out as the Flax examples.
 
 :func:`train_and_evaluate` follows AWD-LSTM's ``main.py`` as the AdaDiff
 authors run it (``nlp/main.py`` of deerOfHd/AdaDiff_v1):
@@ -15,12 +15,12 @@ authors run it (``nlp/main.py`` of deerOfHd/AdaDiff_v1):
 * the step's learning rate is the epoch's rate times ``seq_len / bptt``, the
   window's drawn length, as ``main.py`` sets ``param_groups[0]['lr']`` around
   each ``optimizer.step()``; the epoch's rate is divided by 10 after each epoch
-  of ``lr_decay_epochs`` (``--when``). The methods allowed here (:data:`METHODS`:
-  SGD without momentum, Adam, AdaBelief, AdaDiff, each with its L2 term in the
-  gradient) make a step proportional to their rate and keep a state that does
-  not depend on it, so the optimizer is built at the base rate and its
-  updates are multiplied by ``rate / base_rate`` in the step: exactly PyTorch's
-  change of ``lr``;
+  of ``lr_decay_epochs`` (``--when``). The methods allowed here
+  (:data:`METHODS`: SGD without momentum, Adam, AdaBelief, AdaDiff, each with
+  its L2 term in the gradient) make a step proportional to their rate and keep
+  a state that does not depend on it, so the optimizer is built at the base
+  rate and its updates are multiplied by ``rate / base_rate`` in the step:
+  exactly PyTorch's change of ``lr``;
 * after every epoch the model is evaluated without dropout on the validation
   split in 10 columns and on the test split in 1 (AWD-LSTM's
   ``eval_batch_size`` and ``test_batch_size``), in windows of ``bptt``, with
@@ -62,17 +62,14 @@ import time
 from typing import Any
 
 import flax
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from flax import nnx
 
-from experiments import lm_pipeline
-from experiments import optimizers
-from experiments import ptb
-from experiments import run_directory
+from experiments import lm_pipeline, optimizers, ptb, run_directory
 from experiments.configs import default as default_config
 from experiments.configs.language_model import Config
 from experiments.models import awd_lstm
@@ -82,8 +79,10 @@ _LOG = logging.getLogger(__name__)
 # it: for them, scaling the updates is scaling the rate (see the docstring).
 METHODS = ('adadiff', 'adam', 'adabelief', 'sgd')
 # Metric prefix -> (split, number of columns), as AWD-LSTM evaluates.
-EVAL_SPLITS = {'val': ('validation', lm_pipeline.EVAL_BATCH_SIZE),
-               'test': ('test', lm_pipeline.TEST_BATCH_SIZE)}
+EVAL_SPLITS = {
+    'val': ('validation', lm_pipeline.EVAL_BATCH_SIZE),
+    'test': ('test', lm_pipeline.TEST_BATCH_SIZE),
+}
 _LR_DECAY = 0.1  # AWD-LSTM's `--when`: the rate is divided by 10
 
 
@@ -99,6 +98,7 @@ class TrainState:
     carry: each LSTM layer's ``(h, c)`` after the last window, the next
       window's initial state.
   """
+
   step: jax.Array
   params: nnx.State
   model_state: nnx.State
@@ -107,47 +107,62 @@ class TrainState:
 
 
 def check_config(config: Config) -> None:
-  """Refuses settings the loop cannot run faithfully, before any work is done."""
+  """Refuses settings the loop cannot run faithfully, before doing any work."""
   if config.optimizer not in METHODS:
     raise ValueError(
         f'Unknown optimizer {config.optimizer!r} for the language model; '
-        f'choose one of {", ".join(METHODS)}.')
+        f'choose one of {", ".join(METHODS)}.'
+    )
   for name in ('batch_size', 'bptt', 'window_multiple', 'num_layers'):
     if getattr(config, name) < 1:
-      raise ValueError(f'`{name}` must be positive, got '
-                       f'{getattr(config, name)}.')
+      raise ValueError(
+          f'`{name}` must be positive, got {getattr(config, name)}.'
+      )
 
 
 # Initialised under one jit (eagerly, every parameter's initialiser would
 # compile on its own), compiled once per model settings.
-_MODEL_FIELDS = ('embed_size', 'hidden_size', 'num_layers', 'dropout',
-                 'dropouth', 'dropouti', 'dropoute', 'wdrop', 'seed')
+_MODEL_FIELDS = (
+    'embed_size',
+    'hidden_size',
+    'num_layers',
+    'dropout',
+    'dropouth',
+    'dropouti',
+    'dropoute',
+    'wdrop',
+    'seed',
+)
 
 
 @functools.partial(nnx.jit, static_argnums=(0, 1))
 def _initialise(vocab_size: int, settings: tuple[tuple[str, Any], ...]):
   settings = dict(settings)
-  return awd_lstm.AWDLSTM(vocab_size, rngs=nnx.Rngs(settings.pop('seed')),
-                          **settings)
+  return awd_lstm.AWDLSTM(
+      vocab_size, rngs=nnx.Rngs(settings.pop('seed')), **settings
+  )
 
 
 def create_model(config: Config, vocab_size: int) -> awd_lstm.AWDLSTM:
   """The AWD-LSTM of `config`, initialised from ``config.seed``."""
-  return _initialise(vocab_size, tuple(
-      (name, getattr(config, name)) for name in _MODEL_FIELDS))
+  return _initialise(
+      vocab_size, tuple((name, getattr(config, name)) for name in _MODEL_FIELDS)
+  )
 
 
 def create_optimizer(config: Config) -> optax.GradientTransformationExtraArgs:
   """Gradient clipping, then the method at the base rate (L2 term included)."""
-  method = optimizers.create(config.optimizer, config.learning_rate,
-                             **config.optimizer_kwargs).tx
+  method = optimizers.create(
+      config.optimizer, config.learning_rate, **config.optimizer_kwargs
+  ).tx
   if not config.clip:
     return method
   return optax.chain(optax.clip_by_global_norm(config.clip), method)
 
 
 def create_train_state(
-    config: Config, vocab_size: int,
+    config: Config,
+    vocab_size: int,
 ) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformationExtraArgs]:
   """The model's graph, the initial training state and the optimizer.
 
@@ -171,21 +186,27 @@ def create_train_state(
   model = create_model(config, vocab_size)
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   tx = create_optimizer(config)
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                     model_state=model_state, opt_state=tx.init(params),
-                     carry=model.init_carry(config.batch_size))
+  state = TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      model_state=model_state,
+      opt_state=tx.init(params),
+      carry=model.init_carry(config.batch_size),
+  )
   return graphdef, state, tx
 
 
-def zero_carry(graphdef: nnx.GraphDef, state: TrainState,
-               batch_size: int) -> awd_lstm.Carry:
+def zero_carry(
+    graphdef: nnx.GraphDef, state: TrainState, batch_size: int
+) -> awd_lstm.Carry:
   """The zero LSTM state for `batch_size` columns (AWD-LSTM's ``init_hidden``).
 
   It is put where the parameters are, as :func:`eval_step`'s output carry
   is, so that evaluation compiles once, not once more for the first window.
   """
   carry = nnx.merge(graphdef, state.params, state.model_state).init_carry(
-      batch_size)
+      batch_size
+  )
   return jax.device_put(carry, jax.tree.leaves(state.params)[0].sharding)
 
 
@@ -203,20 +224,27 @@ def learning_rate_factor(config: Config, epoch: int) -> float:
     [1.0, 1.0, 0.1, 0.01]
   """
   decays = sum(1 for after in config.lr_decay_epochs if 1 <= after <= epoch)
-  return _LR_DECAY ** decays
+  return _LR_DECAY**decays
 
 
 def _token_losses(logits: jax.Array, window: dict[str, jax.Array]):
   """Each step's and column's cross-entropy, zero on padded steps."""
   losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), window['targets'])
+      logits.astype(jnp.float32), window['targets']
+  )
   return losses * window['mask'][:, None]
 
 
-def train_step(graphdef: nnx.GraphDef,
-               tx: optax.GradientTransformationExtraArgs, state: TrainState,
-               window: dict[str, jax.Array], learning_rate_scale: jax.Array,
-               *, alpha: float, beta: float) -> tuple[TrainState, jax.Array]:
+def train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformationExtraArgs,
+    state: TrainState,
+    window: dict[str, jax.Array],
+    learning_rate_scale: jax.Array,
+    *,
+    alpha: float,
+    beta: float,
+) -> tuple[TrainState, jax.Array]:
   """One optimizer step on one BPTT window, from the carried state.
 
   Args:
@@ -235,33 +263,47 @@ def train_step(graphdef: nnx.GraphDef,
     after the window's last real step, and the window's mean cross-entropy
     before the step, without AR and TAR.
   """
+
   def loss_fn(params):
     model = nnx.merge(graphdef, params, state.model_state, copy=True)
     model.train()
-    logits, carry, activations = model(window['inputs'], state.carry,
-                                       window['mask'])
+    logits, carry, activations = model(
+        window['inputs'], state.carry, window['mask']
+    )
     num_tokens = jnp.sum(window['mask']) * window['targets'].shape[1]
     raw_loss = jnp.sum(_token_losses(logits, window)) / num_tokens
     penalty = awd_lstm.activation_regularization(
-        activations, alpha=alpha, beta=beta, mask=window['mask'])
-    return raw_loss + penalty, (raw_loss, carry,
-                                nnx.state(model, nnx.Not(nnx.Param)))
+        activations, alpha=alpha, beta=beta, mask=window['mask']
+    )
+    return raw_loss + penalty, (
+        raw_loss,
+        carry,
+        nnx.state(model, nnx.Not(nnx.Param)),
+    )
 
   (_, (raw_loss, carry, model_state)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+      loss_fn, has_aux=True
+  )(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   updates = optax.tree.scale(learning_rate_scale, updates)
   new_state = TrainState(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates),
-      model_state=model_state, opt_state=opt_state, carry=carry)
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      model_state=model_state,
+      opt_state=opt_state,
+      carry=carry,
+  )
   return new_state, raw_loss
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def eval_step(graphdef: nnx.GraphDef, params: nnx.State,
-              model_state: nnx.State, carry: awd_lstm.Carry,
-              window: dict[str, jax.Array]
-              ) -> tuple[jax.Array, awd_lstm.Carry]:
+def eval_step(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    model_state: nnx.State,
+    carry: awd_lstm.Carry,
+    window: dict[str, jax.Array],
+) -> tuple[jax.Array, awd_lstm.Carry]:
   """The sum of a window's token losses without dropout, and the next carry.
 
   Example:
@@ -286,13 +328,20 @@ def eval_step(graphdef: nnx.GraphDef, params: nnx.State,
 
 def device_window(window: lm_pipeline.Window) -> dict[str, jax.Array]:
   """A window's ``inputs``, ``targets`` and ``mask`` as the steps take them."""
-  return {'inputs': jnp.asarray(window.inputs),
-          'targets': jnp.asarray(window.targets),
-          'mask': jnp.asarray(window.mask)}
+  return {
+      'inputs': jnp.asarray(window.inputs),
+      'targets': jnp.asarray(window.targets),
+      'mask': jnp.asarray(window.mask),
+  }
 
 
-def evaluate(graphdef: nnx.GraphDef, state: TrainState, tokens: np.ndarray,
-             batch_size: int, bptt: int) -> float:
+def evaluate(
+    graphdef: nnx.GraphDef,
+    state: TrainState,
+    tokens: np.ndarray,
+    batch_size: int,
+    bptt: int,
+) -> float:
   """A split's loss as AWD-LSTM's ``evaluate(data_source, batch_size)``.
 
   The tokens are cut into `batch_size` columns and read in windows of `bptt`
@@ -313,10 +362,12 @@ def evaluate(graphdef: nnx.GraphDef, state: TrainState, tokens: np.ndarray,
   data = lm_pipeline.batchify(tokens, batch_size)
   carry = zero_carry(graphdef, state, batch_size)
   total = jnp.zeros([], jnp.float32)
-  for window in lm_pipeline.bptt_windows(data, bptt, train=False,
-                                         pad_to_multiple_of=bptt):
-    loss_sum, carry = eval_step(graphdef, state.params, state.model_state,
-                                carry, device_window(window))
+  for window in lm_pipeline.bptt_windows(
+      data, bptt, train=False, pad_to_multiple_of=bptt
+  ):
+    loss_sum, carry = eval_step(
+        graphdef, state.params, state.model_state, carry, device_window(window)
+    )
     total = total + loss_sum
   return float(total) / data.size
 
@@ -327,8 +378,14 @@ def _perplexity(loss: float) -> float:
 
 
 # The fields of a Config that the compiled training step depends on.
-_STEP_FIELDS = ('optimizer', 'learning_rate', 'optimizer_kwargs', 'clip',
-                'alpha', 'beta')
+_STEP_FIELDS = (
+    'optimizer',
+    'learning_rate',
+    'optimizer_kwargs',
+    'clip',
+    'alpha',
+    'beta',
+)
 
 
 def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
@@ -348,7 +405,8 @@ def jitted_train_step(graphdef: nnx.GraphDef, config: Config):
     (``count``); ``state`` and ``totals`` are donated.
   """
   return _compiled_train_step(
-      graphdef, default_config.settings_key(config, _STEP_FIELDS))
+      graphdef, default_config.settings_key(config, _STEP_FIELDS)
+  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -357,17 +415,29 @@ def _compiled_train_step(graphdef: nnx.GraphDef, step_key: str):
   tx = create_optimizer(config)
 
   def accumulate(state, totals, window, learning_rate_scale):
-    state, raw_loss = train_step(graphdef, tx, state, window,
-                                 learning_rate_scale, alpha=config.alpha,
-                                 beta=config.beta)
-    return state, {'loss_sum': totals['loss_sum'] + raw_loss,
-                   'count': totals['count'] + 1}
+    state, raw_loss = train_step(
+        graphdef,
+        tx,
+        state,
+        window,
+        learning_rate_scale,
+        alpha=config.alpha,
+        beta=config.beta,
+    )
+    return state, {
+        'loss_sum': totals['loss_sum'] + raw_loss,
+        'count': totals['count'] + 1,
+    }
 
   # Restored arrays are committed to a device and new ones are not, and
   # without fixed shardings jit compiles once for each kind.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.jit(accumulate, donate_argnums=(0, 1), in_shardings=device,
-                 out_shardings=device)
+  return jax.jit(
+      accumulate,
+      donate_argnums=(0, 1),
+      in_shardings=device,
+      out_shardings=device,
+  )
 
 
 def _zero_totals() -> dict[str, float]:
@@ -382,12 +452,13 @@ def load_splits(config: Config) -> tuple[int, dict[str, np.ndarray]]:
   """Prepares PTB if needed; the vocabulary size and every split's tokens."""
   ptb.prepare(config.data_dir, manual_dir=config.manual_dir)
   vocab_size = len(ptb.load_vocabulary(config.data_dir))
-  return vocab_size, {split: ptb.load_tokens(split, config.data_dir)
-                      for split in ptb.SPLITS}
+  return vocab_size, {
+      split: ptb.load_tokens(split, config.data_dir) for split in ptb.SPLITS
+  }
 
 
 def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
-  """Trains and evaluates the language model of `config`, writing into `workdir`.
+  """Trains and evaluates the language model of `config`, writing to `workdir`.
 
   Args:
     config: the run's configuration.
@@ -434,19 +505,28 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
 
   while progress.epoch < config.num_epochs and int(state.step) < max_steps:
     windows = lm_pipeline.bptt_windows(
-        train_data, config.bptt, rng=lengths,
-        pad_to_multiple_of=config.window_multiple)
+        train_data,
+        config.bptt,
+        rng=lengths,
+        pad_to_multiple_of=config.window_multiple,
+    )
     if progress.batch:
       windows.set_state(progress.data)
     else:
       state = state.replace(
-          carry=zero_carry(graphdef, state, config.batch_size))
+          carry=zero_carry(graphdef, state, config.batch_size)
+      )
     rate_factor = learning_rate_factor(config, progress.epoch)
     stop = min(epoch_steps, progress.batch + max_steps - int(state.step))
-    bar = tqdm.tqdm(total=len(train_data) - 1,
-                    initial=windows.get_state()['position'], unit='row',
-                    desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
-                    disable=not show_progress, leave=False, dynamic_ncols=True)
+    bar = tqdm.tqdm(
+        total=len(train_data) - 1,
+        initial=windows.get_state()['position'],
+        unit='row',
+        desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
+        disable=not show_progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     while progress.batch < stop and not windows.exhausted():
       window = next(windows)
       scale = np.float32(rate_factor * window.seq_len / config.bptt)
@@ -454,8 +534,12 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       progress.batch += 1
       bar.update(window.length)
       every = config.checkpoint_every_steps
-      if (every and int(state.step) % every == 0 and progress.batch < stop
-          and not windows.exhausted()):
+      if (
+          every
+          and int(state.step) % every == 0
+          and progress.batch < stop
+          and not windows.exhausted()
+      ):
         # The loop's last window is checkpointed below, with what follows
         # it (the epoch's end, its evaluation) counted.
         save(windows)
@@ -464,27 +548,39 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     # The pass is over, the epoch shortened, or the run at max_steps: a
     # record in each case.
     end_of_epoch = windows.exhausted() or progress.batch >= epoch_steps
-    epochs_trained = progress.epoch + (1.0 if end_of_epoch else min(
-        1.0, windows.get_state()['position'] / (len(train_data) - 1)))
+    epochs_trained = progress.epoch + (
+        1.0
+        if end_of_epoch
+        else min(1.0, windows.get_state()['position'] / (len(train_data) - 1))
+    )
     if end_of_epoch:
       progress.epoch, progress.batch = progress.epoch + 1, 0
     record = {'epoch': epochs_trained, 'step': int(state.step)}
     if float(totals['count']):
       train_loss = float(totals['loss_sum'] / totals['count'])
-      record.update(train_loss=train_loss,
-                    train_perplexity=_perplexity(train_loss))
+      record.update(
+          train_loss=train_loss, train_perplexity=_perplexity(train_loss)
+      )
     for prefix, (split, batch_size) in EVAL_SPLITS.items():
       loss = evaluate(graphdef, state, tokens[split], batch_size, config.bptt)
-      record.update({f'{prefix}_loss': loss,
-                     f'{prefix}_perplexity': _perplexity(loss)})
+      record.update(
+          {f'{prefix}_loss': loss, f'{prefix}_perplexity': _perplexity(loss)}
+      )
     record['learning_rate'] = config.learning_rate * rate_factor
     record['seconds'] = time.perf_counter() - started
     history.append(record)
     run.write(record)
-    _LOG.info('%s epoch %.2f step %d: %s', workdir.name, record['epoch'],
-              record['step'], ', '.join(
-                  f'{k} {v:.4g}' for k, v in record.items()
-                  if k.endswith(('_loss', '_perplexity'))))
+    _LOG.info(
+        '%s epoch %.2f step %d: %s',
+        workdir.name,
+        record['epoch'],
+        record['step'],
+        ', '.join(
+            f'{k} {v:.4g}'
+            for k, v in record.items()
+            if k.endswith(('_loss', '_perplexity'))
+        ),
+    )
     totals = _on_device_totals(_zero_totals())
     save(windows)
   run.close()

@@ -46,31 +46,86 @@ def _table(loss0, loss1, s0, s1, lr, b1):
   return (lr if better else 0.0), lr_opt
 
 
-def step(p, state, loss0, g0, loss_and_grad, *, b1=0.9, b2=0.999, eps=1e-8,
-         weight_decay=0.0, acme=True, adam=True, asam=False, rho=1.0,
-         eta=0.0, nesterov=False, bias_correction=True, schedule_steps=50_000,
-         weights=()):
+def step(
+    p,
+    state,
+    loss0,
+    g0,
+    loss_and_grad,
+    *,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    acme=True,
+    adam=True,
+    asam=False,
+    rho=1.0,
+    eta=0.0,
+    nesterov=False,
+    bias_correction=True,
+    schedule_steps=50_000,
+    weights=(),
+):
   """One ACME step; returns (new params, new state, accepted).
 
   `loss_and_grad(p)` gives (loss, grads) as floats and dicts of arrays;
   `weights` names the ASAM weight leaves.
   """
   with np.errstate(all='ignore'):
-    return _step(p, state, loss0, g0, loss_and_grad, b1, b2, eps,
-                 weight_decay, acme, adam, asam, rho, eta, nesterov,
-                 bias_correction, schedule_steps, weights)
+    return _step(
+        p,
+        state,
+        loss0,
+        g0,
+        loss_and_grad,
+        b1,
+        b2,
+        eps,
+        weight_decay,
+        acme,
+        adam,
+        asam,
+        rho,
+        eta,
+        nesterov,
+        bias_correction,
+        schedule_steps,
+        weights,
+    )
 
 
-def _step(p, state, loss0, g0, loss_and_grad, b1, b2, eps, wd, acme, adam,
-          asam, rho, eta, nesterov, bias_correction, schedule_steps, weights):
+def _step(
+    p,
+    state,
+    loss0,
+    g0,
+    loss_and_grad,
+    b1,
+    b2,
+    eps,
+    wd,
+    acme,
+    adam,
+    asam,
+    rho,
+    eta,
+    nesterov,
+    bias_correction,
+    schedule_steps,
+    weights,
+):
   keys = sorted(p)
   lr, t = state.lr, state.t
   c1, c2 = (1 - b1**t, 1 - b2**t) if bias_correction else (1.0, 1.0)
   m, v = state.m, state.v
   if m is None:  # step 1: the very first call only
     m = {k: ((1 - b1) if bias_correction else 1.0) * g0[k] for k in keys}
-    v = ({k: np.full_like(g0[k], np.mean(g0[k] ** 2)) for k in keys} if adam
-         else None)
+    v = (
+        {k: np.full_like(g0[k], np.mean(g0[k] ** 2)) for k in keys}
+        if adam
+        else None
+    )
   before = (m, v)
 
   def denominators(v):
@@ -84,7 +139,8 @@ def _step(p, state, loss0, g0, loss_and_grad, b1, b2, eps, wd, acme, adam,
     pp = sum(np.sum(m[k] ** 2 / d[k]) for k in keys)
     gg = sum(np.sum(u[k] ** 2 / d[k]) for k in keys)
     k_ = (b1 * pg - np.sqrt((2 - b1**2) * gg * pp + b1**2 * pg**2)) / (
-        gg * (b1 - 1))
+        gg * (b1 - 1)
+    )
     f = k_ if k_ < 1 else 1.0
     m = {k: b1 * m[k] + (1 - b1) * f * u[k] for k in keys}
     if adam:
@@ -93,8 +149,11 @@ def _step(p, state, loss0, g0, loss_and_grad, b1, b2, eps, wd, acme, adam,
     return m, v, finite
 
   def rejected(m, v):
-    return p, SpecState({k: (1 - b1) * m[k] for k in keys}, v, b1 * lr, 1,
-                        1.0), False
+    return (
+        p,
+        SpecState({k: (1 - b1) * m[k] for k in keys}, v, b1 * lr, 1, 1.0),
+        False,
+    )
 
   u = g0
   if asam:
@@ -102,8 +161,9 @@ def _step(p, state, loss0, g0, loss_and_grad, b1, b2, eps, wd, acme, adam,
     h = {k: g0[k] / d[k] for k in keys} if adam else g0
     w = {k: (np.abs(p[k]) + eta) if k in weights else 1.0 for k in keys}
     norm = math.sqrt(sum(np.sum((h[k] * w[k]) ** 2) for k in keys)) + 1e-16
-    _, u = loss_and_grad({k: p[k] + h[k] * w[k] * w[k] * rho / norm
-                          for k in keys})
+    _, u = loss_and_grad(
+        {k: p[k] + h[k] * w[k] * w[k] * rho / norm for k in keys}
+    )
   m, v, finite = average(m, v, u)
   if not finite:
     return rejected(*before)

@@ -32,10 +32,15 @@ class Case:
 
   @property
   def param_names(self) -> list[str]:
-    return sorted(k[len('init/'):] for k in self.arrays if k.startswith('init/'))
+    return sorted(
+        k[len('init/') :] for k in self.arrays if k.startswith('init/')
+    )
 
   def init_params(self, dtype) -> dict[str, jax.Array]:
-    return {n: jnp.asarray(self.arrays[f'init/{n}'], dtype) for n in self.param_names}
+    return {
+        n: jnp.asarray(self.arrays[f'init/{n}'], dtype)
+        for n in self.param_names
+    }
 
   def learning_rate(self):
     """The learning rate as the library takes it: a float or a schedule."""
@@ -64,10 +69,14 @@ def load_cases() -> dict[str, Case]:
 
 
 def loss_fn(params, x, y, loss_multiplier=1.0):
-  """The reference model: conv (OIHW, VALID) + ReLU + dense, mean cross-entropy."""
+  """Reference model: conv (OIHW, VALID) + ReLU + dense, mean cross-entropy."""
   h = jax.lax.conv_general_dilated(
-      x, params['conv.weight'], (1, 1), 'VALID',
-      dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
+      x,
+      params['conv.weight'],
+      (1, 1),
+      'VALID',
+      dimension_numbers=('NCHW', 'OIHW', 'NCHW'),
+  )
   if 'conv.bias' in params:
     h = h + params['conv.bias'][None, :, None, None]
   h = jax.nn.relu(h).reshape(x.shape[0], -1)
@@ -78,8 +87,12 @@ def loss_fn(params, x, y, loss_multiplier=1.0):
   return loss_multiplier * loss
 
 
-def replay(case: Case, optimizer: optax.GradientTransformationExtraArgs,
-           dtype=jnp.float64, steps: int | None = None):
+def replay(
+    case: Case,
+    optimizer: optax.GradientTransformationExtraArgs,
+    dtype=jnp.float64,
+    steps: int | None = None,
+):
   """Runs `steps` reference steps; returns (trajectories, losses, states).
 
   Every step passes the minibatch loss as `value` and a re-evaluation of the
@@ -97,8 +110,8 @@ def replay(case: Case, optimizer: optax.GradientTransformationExtraArgs,
   def step(params, state, x, y):
     loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
     updates, state = optimizer.update(
-        grads, state, params, value=loss,
-        value_fn=lambda p: batch_loss(p, x, y))
+        grads, state, params, value=loss, value_fn=lambda p: batch_loss(p, x, y)
+    )
     return optax.apply_updates(params, updates), state, loss
 
   trajectories = {n: [] for n in params}

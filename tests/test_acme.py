@@ -54,23 +54,28 @@ def table_oracle(loss0, loss1, slope0, slope1, lr, b1):
 def _table(*args):
   with jax.enable_x64(True):
     new, fitted, branch = acme_module.step_size_table(
-        *(jnp.float64(a) for a in args[:-1]), args[-1])
+        *(jnp.float64(a) for a in args[:-1]), args[-1]
+    )
     return float(new), float(fitted), int(branch)
 
 
-@pytest.mark.parametrize('loss0, loss1, slope0, slope1, branch', [
-    (1.0, 1.0000001, 1.0, 1.0, 0),   # not significant
-    (1.0, 0.8, 2.0, -1.0, 1),        # cubic, better
-    (1.0, 1.2, 2.0, -1.0, 2),        # cubic, worse
-    (1.0, 0.8, -2.0, -1.0, 3),       # parabola through the new point
-    (1.0, 1.2, 2.0, 1.0, 4),         # parabola through the old point
-    (1.0, 0.8, 2.0, 1.0, 5),         # grow
-    (1.0, 1.2, -2.0, -1.0, 6),       # shrink
-    (1.0, 0.8, -2.0, 1.0, 7),        # otherwise, better
-    (1.0, 1.2, -2.0, 1.0, 7),        # otherwise, worse
-])
+@pytest.mark.parametrize(
+    'loss0, loss1, slope0, slope1, branch',
+    [
+        (1.0, 1.0000001, 1.0, 1.0, 0),  # not significant
+        (1.0, 0.8, 2.0, -1.0, 1),  # cubic, better
+        (1.0, 1.2, 2.0, -1.0, 2),  # cubic, worse
+        (1.0, 0.8, -2.0, -1.0, 3),  # parabola through the new point
+        (1.0, 1.2, 2.0, 1.0, 4),  # parabola through the old point
+        (1.0, 0.8, 2.0, 1.0, 5),  # grow
+        (1.0, 1.2, -2.0, -1.0, 6),  # shrink
+        (1.0, 0.8, -2.0, 1.0, 7),  # otherwise, better
+        (1.0, 1.2, -2.0, 1.0, 7),  # otherwise, worse
+    ],
+)
 def test_every_row_of_the_table_matches_the_transcription(
-    loss0, loss1, slope0, slope1, branch):
+    loss0, loss1, slope0, slope1, branch
+):
   expected = table_oracle(loss0, loss1, slope0, slope1, 0.1, 0.9)
   assert expected[2] == branch
   got = _table(loss0, loss1, slope0, slope1, 0.1, 0.9)
@@ -80,12 +85,16 @@ def test_every_row_of_the_table_matches_the_transcription(
 
 @hypothesis.settings(deadline=None, max_examples=200)
 @hypothesis.given(
-    loss0=st.floats(0.01, 10), loss1=st.floats(0.01, 10),
+    loss0=st.floats(0.01, 10),
+    loss1=st.floats(0.01, 10),
     slope0=st.floats(-5, 5).filter(lambda s: abs(s) > 1e-3),
     slope1=st.floats(-5, 5).filter(lambda s: abs(s) > 1e-3),
-    lr=st.floats(1e-4, 1.0), b1=st.sampled_from([0.0, 0.5, 0.9]))
+    lr=st.floats(1e-4, 1.0),
+    b1=st.sampled_from([0.0, 0.5, 0.9]),
+)
 def test_table_matches_the_transcription_everywhere(
-    loss0, loss1, slope0, slope1, lr, b1):
+    loss0, loss1, slope0, slope1, lr, b1
+):
   expected = table_oracle(loss0, loss1, slope0, slope1, lr, b1)
   got = _table(loss0, loss1, slope0, slope1, lr, b1)
   assert got[2] == expected[2]
@@ -125,8 +134,7 @@ def test_an_exploding_loss_at_the_look_point_is_rejected_and_training_goes_on():
   assert int(state.num_rejected) == 1
   assert int(state.branch) == optax_adaptive.AcmeBranch.REJECTED
   assert int(state.step) == 1
-  np.testing.assert_allclose(state.adapted_learning_rate,
-                             10.0 * 0.9, rtol=1e-6)
+  np.testing.assert_allclose(state.adapted_learning_rate, 10.0 * 0.9, rtol=1e-6)
   chex.assert_trees_all_close(params, jax.tree.map(jnp.zeros_like, params))
   _assert_clean(params, state)
   for _ in range(60):
@@ -137,10 +145,12 @@ def test_an_exploding_loss_at_the_look_point_is_rejected_and_training_goes_on():
   assert np.isfinite(float(loss))
 
 
-@pytest.mark.parametrize('poison, use_acme', [
-    ('value', True), ('gradient', True), ('value', False)])
+@pytest.mark.parametrize(
+    'poison, use_acme', [('value', True), ('gradient', True), ('value', False)]
+)
 def test_a_non_finite_start_is_rejected_without_nan_in_the_state(
-    poison, use_acme):
+    poison, use_acme
+):
   params, loss_fn, (x, y) = _problem()
   optimizer = optax_adaptive.acme(learning_rate=0.01, acme=use_acme)
   state = optimizer.init(params)
@@ -152,14 +162,21 @@ def test_a_non_finite_start_is_rejected_without_nan_in_the_state(
   else:
     grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), grads)
   updates, new_state = jax.jit(optimizer.update, static_argnames=('value_fn',))(
-      grads, state, params, value=loss,
-      value_fn=functools.partial(loss_fn, x=x, y=y))
+      grads,
+      state,
+      params,
+      value=loss,
+      value_fn=functools.partial(loss_fn, x=x, y=y),
+  )
   chex.assert_trees_all_close(updates, jax.tree.map(jnp.zeros_like, params))
   _assert_clean(params, new_state)
   assert int(new_state.num_rejected) == 1
   assert int(new_state.step) == 1
-  np.testing.assert_allclose(new_state.adapted_learning_rate,
-                             0.9 * state.adapted_learning_rate, rtol=1e-6)
+  np.testing.assert_allclose(
+      new_state.adapted_learning_rate,
+      0.9 * state.adapted_learning_rate,
+      rtol=1e-6,
+  )
   if poison == 'gradient':
     # The damped update's sums were not finite: the previous moments decay.
     chex.assert_trees_all_close(new_state.mu, optax.tree.scale(0.1, state.mu))
@@ -190,6 +207,7 @@ def test_a_training_step_has_no_host_transfer_and_compiles_once():
 
 def test_batch_statistics_come_from_the_first_evaluation_only():
   """The extra evaluations must not move running statistics."""
+
   def loss_fn(params, stats, x, y):
     mean = x.mean(axis=0)
     new_stats = {'mean': 0.9 * stats['mean'] + 0.1 * mean}
@@ -230,17 +248,19 @@ def test_flax_nnx_batch_norm_statistics_move_once_per_step():
 
     def value_fn(params):
       # A copy: its BatchNorm may update its own statistics, never the model's.
-      return jnp.mean((nnx.merge(graphdef, params, rest, copy=True)(x) - y) ** 2)
+      return jnp.mean(
+          (nnx.merge(graphdef, params, rest, copy=True)(x) - y) ** 2
+      )
 
-    loss, grads = nnx.value_and_grad(
-        lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
     optimizer.update(model, grads, value=loss, value_fn=value_fn)
     return loss
 
   first = train_step(model, optimizer, x, y)
   reference(x)  # one forward pass in training mode
-  np.testing.assert_allclose(model.norm.mean[...], reference.norm.mean[...],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      model.norm.mean[...], reference.norm.mean[...], rtol=1e-6
+  )
   for _ in range(50):
     last = train_step(model, optimizer, x, y)
   assert float(last) < 0.5 * float(first)
@@ -249,11 +269,15 @@ def test_flax_nnx_batch_norm_statistics_move_once_per_step():
 def test_asam_mask_selects_the_weights():
   params, loss_fn, batch = _problem()
   default = optax_adaptive.acme(0.01, asam=True, eta=0.1)
-  explicit = optax_adaptive.acme(0.01, asam=True, eta=0.1,
-                                 asam_mask={'w': False, 'b': False})
+  explicit = optax_adaptive.acme(
+      0.01, asam=True, eta=0.1, asam_mask={'w': False, 'b': False}
+  )
   as_function = optax_adaptive.acme(
-      0.01, asam=True, eta=0.1,
-      asam_mask=lambda p: jax.tree.map(lambda x: x.ndim >= 1, p))
+      0.01,
+      asam=True,
+      eta=0.1,
+      asam_mask=lambda p: jax.tree.map(lambda x: x.ndim >= 1, p),
+  )
   results = []
   for optimizer in (default, explicit, as_function):
     step = optax_adaptive.acme_step(loss_fn, optimizer)
@@ -273,12 +297,22 @@ def test_value_fn_receives_the_extra_arguments_it_names():
     return loss_fn(params, x, targets)
 
   loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-  updates, _ = optimizer.update(grads, optimizer.init(params), params,
-                                value=loss, value_fn=value_fn, targets=y,
-                                unrelated=1.0)
-  expected, _ = optimizer.update(grads, optimizer.init(params), params,
-                                 value=loss,
-                                 value_fn=lambda p: loss_fn(p, x, y))
+  updates, _ = optimizer.update(
+      grads,
+      optimizer.init(params),
+      params,
+      value=loss,
+      value_fn=value_fn,
+      targets=y,
+      unrelated=1.0,
+  )
+  expected, _ = optimizer.update(
+      grads,
+      optimizer.init(params),
+      params,
+      value=loss,
+      value_fn=lambda p: loss_fn(p, x, y),
+  )
   chex.assert_trees_all_close(updates, expected)
 
 
@@ -289,17 +323,20 @@ def test_missing_loss_says_what_to_pass():
     optimizer.update(params, optimizer.init(params), params, value=1.0)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(learning_rate=0.0), 'learning_rate'),
-    (dict(learning_rate=-1.0), 'learning_rate'),
-    (dict(b1=1.0), 'b1'),
-    (dict(b2=-0.5), 'b2'),
-    (dict(eps=-1.0), 'eps'),
-    (dict(weight_decay=-1.0), 'weight_decay'),
-    (dict(rho=-1.0), 'rho'),
-    (dict(eta=float('nan')), 'eta'),
-    (dict(schedule_steps=0), 'schedule_steps'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(learning_rate=0.0), 'learning_rate'),
+        (dict(learning_rate=-1.0), 'learning_rate'),
+        (dict(b1=1.0), 'b1'),
+        (dict(b2=-0.5), 'b2'),
+        (dict(eps=-1.0), 'eps'),
+        (dict(weight_decay=-1.0), 'weight_decay'),
+        (dict(rho=-1.0), 'rho'),
+        (dict(eta=float('nan')), 'eta'),
+        (dict(schedule_steps=0), 'schedule_steps'),
+    ],
+)
 def test_invalid_hyperparameters_name_the_argument(kwargs, match):
   with pytest.raises(ValueError, match=match):
     optax_adaptive.acme(**kwargs)

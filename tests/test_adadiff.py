@@ -24,13 +24,16 @@ def test_second_moment_tracks_the_change_of_the_gradient():
   np.testing.assert_allclose(state.nu, v2, rtol=1e-6)
   np.testing.assert_allclose(state.previous_updates, g2)
   np.testing.assert_allclose(
-      updates, np.sqrt(1 - b2**2) / (1 - b1**2) * m2 / np.sqrt(v2), rtol=1e-5)
+      updates, np.sqrt(1 - b2**2) / (1 - b1**2) * m2 / np.sqrt(v2), rtol=1e-5
+  )
 
 
 def test_eps_accumulates_in_the_state_by_default():
   b2, eps = 0.9, 1e-3
   faithful = optax_adaptive.scale_by_adadiff(b2=b2, eps=eps)
-  textbook = optax_adaptive.scale_by_adadiff(b2=b2, eps=eps, accumulate_eps=False)
+  textbook = optax_adaptive.scale_by_adadiff(
+      b2=b2, eps=eps, accumulate_eps=False
+  )
   params = jnp.zeros(1)
   s1, s2 = faithful.init(params), textbook.init(params)
   for _ in range(3):
@@ -56,19 +59,23 @@ def test_weight_decay_is_part_of_the_remembered_gradient():
   tx = optax_adaptive.adadiff(0.1, weight_decay=0.5)
   _, state = tx.update(jnp.array([1.0]), tx.init(params), params)
   np.testing.assert_allclose(
-      optax.tree.get(state, 'previous_updates'), [1.0 + 0.5 * 2.0])
+      optax.tree.get(state, 'previous_updates'), [1.0 + 0.5 * 2.0]
+  )
 
 
 def test_recombines_in_a_chain_with_clipping():
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   optax_adaptive.scale_by_adadiff(),
-                   optax.scale_by_learning_rate(1e-3))
+  tx = optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax_adaptive.scale_by_adadiff(),
+      optax.scale_by_learning_rate(1e-3),
+  )
   params = {'w': jnp.ones((2, 3)), 'b': jnp.zeros(3)}
   state = tx.init(params)
   step = jax.jit(lambda g, s, p: tx.update(g, s, p, value=1.0))
   for _ in range(3):
-    updates, state = step(jax.tree.map(lambda x: 100 * jnp.ones_like(x), params),
-                          state, params)
+    updates, state = step(
+        jax.tree.map(lambda x: 100 * jnp.ones_like(x), params), state, params
+    )
   chex.assert_tree_all_finite(updates)
   chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
 
@@ -85,13 +92,16 @@ def test_moment_dtypes():
   assert updates['w'].dtype == jnp.float32
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(learning_rate=-1.0), 'learning_rate'),
-    (dict(b1=-0.1), 'b1'),
-    (dict(b2=1.5), 'b2'),
-    (dict(eps=-1e-8), 'eps'),
-    (dict(weight_decay=-0.1), 'weight_decay'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(learning_rate=-1.0), 'learning_rate'),
+        (dict(b1=-0.1), 'b1'),
+        (dict(b2=1.5), 'b2'),
+        (dict(eps=-1e-8), 'eps'),
+        (dict(weight_decay=-0.1), 'weight_decay'),
+    ],
+)
 def test_invalid_hyperparameters_name_the_argument(kwargs, match):
   with pytest.raises(ValueError, match=match):
     optax_adaptive.adadiff(**kwargs)

@@ -21,6 +21,7 @@ import resnet20
 import scaling
 import step_profile
 import update_cost
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -35,20 +36,27 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
   assert '<!-- begin a -->\nthird\n<!-- end a -->' in text
   assert '<!-- begin b -->\nsecond\n<!-- end b -->' in text
   assert 'first' not in text
-  report.write_run('c', 'Title', 'python c.py --write', '| table |', 'gpu',
-                   path)
-  assert ('<!-- begin c-gpu -->\n## Title (GPU)\n\n`python c.py --write`\n\n'
-          '| table |\n<!-- end c-gpu -->') in path.read_text()
+  report.write_run(
+      'c', 'Title', 'python c.py --write', '| table |', 'gpu', path
+  )
+  assert (
+      '<!-- begin c-gpu -->\n## Title (GPU)\n\n`python c.py --write`\n\n'
+      '| table |\n<!-- end c-gpu -->'
+  ) in path.read_text()
 
 
 def test_time_alternately_calls_every_program_once_per_round():
   calls = []
   samples = report.time_alternately(
       {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
-      rounds=3, warmup=1)
+      rounds=3,
+      warmup=1,
+  )
   assert calls == ['a', 'b'] * 4
   assert {name: len(times) for name, times in samples.items()} == {
-      'a': 3, 'b': 3}
+      'a': 3,
+      'b': 3,
+  }
   assert report.paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
 
 
@@ -87,8 +95,9 @@ def test_the_update_cost_tables_come_from_both_workers_programs():
   assert set(update_cost.TORCH_COUNTERPARTS) <= set(update_cost.methods())
   pytest.importorskip('torch')
   rules = {rule for rule, _ in update_cost.TORCH_COUNTERPARTS.values()}
-  torch_programs, torch_info = update_cost.torch_steps(shapes=shapes,
-                                                       rules=sorted(rules))
+  torch_programs, torch_info = update_cost.torch_steps(
+      shapes=shapes, rules=sorted(rules)
+  )
   assert {'adam', 'adam, fused', 'adadiff'} <= set(torch_programs)
   torch_samples = report.time_alternately(torch_programs, rounds=1, warmup=0)
   table = update_cost.torch_table(samples, torch_samples, torch_info)
@@ -114,20 +123,25 @@ def test_the_pytorch_resnet_is_the_jax_one(batch_norm):
   _, params, _ = resnet20.split_model(batch_norm=batch_norm)
   model = torch_reference.CifarResNet(20, batch_norm=batch_norm)
   assert resnet20.num_params(params) == sum(
-      p.numel() for p in model.parameters())
+      p.numel() for p in model.parameters()
+  )
 
 
 def test_the_end_to_end_programs_run():
   programs, info = end_to_end.jax_steps(
-      batch_norm=True, methods=['optax.adam', 'acme'], batch_size=8, depth=8)
+      batch_norm=True, methods=['optax.adam', 'acme'], batch_size=8, depth=8
+  )
   assert set(programs) == {'optax.adam', 'acme'}
   for run in programs.values():
     run()
   assert info['platform'] == jax.devices()[0].platform
   pytest.importorskip('torch')
   programs, info = end_to_end.torch_steps(
-      batch_norm=True, rules=[('adadiff', 1), ('adam', 2)], batch_size=8,
-      depth=8)
+      batch_norm=True,
+      rules=[('adadiff', 1), ('adam', 2)],
+      batch_size=8,
+      depth=8,
+  )
   assert len(programs) == 2
   for run in programs.values():
     run()
@@ -136,53 +150,98 @@ def test_the_end_to_end_programs_run():
 def test_step_profile_tells_a_programs_operations_apart():
   def program(images, kernel, matrix):
     features = jax.lax.conv_general_dilated(
-        images, kernel, (1, 1), 'SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return (jnp.transpose(features, (3, 1, 2, 0)), jnp.tanh(matrix) @ matrix,
-            jnp.exp(matrix).sum(axis=0))
-  arguments = (jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)),
-               jnp.ones((16, 16)))
+        images,
+        kernel,
+        (1, 1),
+        'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
+    return (
+        jnp.transpose(features, (3, 1, 2, 0)),
+        jnp.tanh(matrix) @ matrix,
+        jnp.exp(matrix).sum(axis=0),
+    )
+
+  arguments = (
+      jnp.ones((2, 8, 8, 3)),
+      jnp.ones((3, 3, 3, 4)),
+      jnp.ones((16, 16)),
+  )
   kinds = step_profile.operation_kinds(
-      jax.jit(program).lower(*arguments).compile().as_text())
+      jax.jit(program).lower(*arguments).compile().as_text()
+  )
   assert set(kinds.values()) <= set(step_profile.KINDS)
-  assert {'convolution', 'matrix product', 'transpose or copy',
-          'reduction'} <= set(kinds.values())
+  assert {
+      'convolution',
+      'matrix product',
+      'transpose or copy',
+      'reduction',
+  } <= set(kinds.values())
 
 
 def test_step_profile_counts_a_devices_events_over_its_hosts(tmp_path):
   def process(pid, name):
-    return {'ph': 'M', 'name': 'process_name', 'pid': pid,
-            'args': {'name': name}}
+    return {
+        'ph': 'M',
+        'name': 'process_name',
+        'pid': pid,
+        'args': {'name': name},
+    }
 
   def event(pid, op, duration, module='jit_step'):
-    return {'ph': 'X', 'pid': pid, 'name': op, 'dur': duration,
-            'args': {'hlo_module': module, 'hlo_op': op}}
+    return {
+        'ph': 'X',
+        'pid': pid,
+        'name': op,
+        'dur': duration,
+        'args': {'hlo_module': module, 'hlo_op': op},
+    }
 
   def write(name, events):
     with gzip.open(tmp_path / name / 'x.trace.json.gz', 'wt') as f:
       json.dump({'traceEvents': events}, f)
 
   (tmp_path / 'cpu').mkdir()
-  write('cpu', [process(1, '/host:CPU'), event(1, 'fusion', 5),
-                event(1, 'fusion', 2), event(1, 'other', 9, module='jit_x')])
+  write(
+      'cpu',
+      [
+          process(1, '/host:CPU'),
+          event(1, 'fusion', 5),
+          event(1, 'fusion', 2),
+          event(1, 'other', 9, module='jit_x'),
+      ],
+  )
   assert step_profile.traced_times(tmp_path / 'cpu', 'jit_step') == {
-      'fusion': 7}
+      'fusion': 7
+  }
   (tmp_path / 'gpu').mkdir()
-  write('gpu', [process(1, '/host:CPU'), process(2, '/device:GPU:0'),
-                event(1, 'fusion', 1), event(2, 'fusion', 30),
-                event(2, 'convolution', 40)])
+  write(
+      'gpu',
+      [
+          process(1, '/host:CPU'),
+          process(2, '/device:GPU:0'),
+          event(1, 'fusion', 1),
+          event(2, 'fusion', 30),
+          event(2, 'convolution', 40),
+      ],
+  )
   assert step_profile.traced_times(tmp_path / 'gpu', 'jit_step') == {
-      'fusion': 30, 'convolution': 40}
+      'fusion': 30,
+      'convolution': 40,
+  }
 
 
 def test_jax_platform_is_found_in_a_worker():
-  assert report.jax_platform() == (jax.devices()[0].platform,
-                                   jax.device_count())
+  assert report.jax_platform() == (
+      jax.devices()[0].platform,
+      jax.device_count(),
+  )
 
 
 def test_step_profile_finds_the_operations_in_the_trace():
-  row = step_profile.profile(batch_norm=True, batch_size=2, depth=8, rounds=1,
-                             traced_steps=1)
+  row = step_profile.profile(
+      batch_norm=True, batch_size=2, depth=8, rounds=1, traced_steps=1
+  )
   assert row['step'] > 0
   assert row['convolution'] > 0
   assert row['platform'] == jax.devices()[0].platform

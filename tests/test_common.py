@@ -1,13 +1,14 @@
-"""The suite every optimizer of the library passes (after optax's contrib tests).
+"""The suite every library optimizer passes (after optax's contrib tests).
 
 Each entry is built from its public alias and driven the same way: the loss is
 passed as ``value`` and its function as ``value_fn``, so methods that need them
 (AdaLoss, ACME) and methods that ignore them go through identical code.
 """
 
+from collections.abc import Callable
 import functools
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -27,42 +28,74 @@ class Entry(NamedTuple):
 
 
 OPTIMIZERS = (
-    Entry('adaloss', optax_adaptive.adaloss,
-          dict(learning_rate=0.2, b0=1.0),
-          dict(learning_rate=0.02, b0=5.0)),
-    Entry('sgd_constant', optax_adaptive.sgd_constant,
-          dict(learning_rate=0.1, b0=1.0),
-          dict(learning_rate=0.002, b0=1.0)),
-    Entry('sgd_decay_sqrt', optax_adaptive.sgd_decay_sqrt,
-          dict(learning_rate=1.0, b0=1.0),
-          dict(learning_rate=0.002, b0=1.0, alpha=1e-4)),
-    Entry('adagrad_norm', optax_adaptive.adagrad_norm,
-          dict(learning_rate=1.0, b0=1.0),
-          dict(learning_rate=0.5, b0=1.0)),
-    Entry('adagrad_norm_rows',
-          functools.partial(optax_adaptive.adagrad_norm, granularity='rows'),
-          dict(learning_rate=1.0, b0=1.0),
-          dict(learning_rate=0.5, b0=1.0)),
-    Entry('adam_l2', optax_adaptive.adam_l2,
-          dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01)),
-    Entry('adamw', optax_adaptive.adamw,
-          dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01)),
-    Entry('adam_prox', optax_adaptive.adam_prox,
-          dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01)),
-    Entry('adadiff', optax_adaptive.adadiff,
-          dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01)),
-    Entry('acme', optax_adaptive.acme,
-          dict(learning_rate=0.01, weight_decay=1e-6),
-          dict(learning_rate=0.01)),
-    Entry('acme_sgd_asam_nesterov',
-          functools.partial(optax_adaptive.acme, adam=False, asam=True,
-                            nesterov=True),
-          dict(learning_rate=0.01, rho=0.05),
-          dict(learning_rate=0.001, rho=0.001)),
+    Entry(
+        'adaloss',
+        optax_adaptive.adaloss,
+        dict(learning_rate=0.2, b0=1.0),
+        dict(learning_rate=0.02, b0=5.0),
+    ),
+    Entry(
+        'sgd_constant',
+        optax_adaptive.sgd_constant,
+        dict(learning_rate=0.1, b0=1.0),
+        dict(learning_rate=0.002, b0=1.0),
+    ),
+    Entry(
+        'sgd_decay_sqrt',
+        optax_adaptive.sgd_decay_sqrt,
+        dict(learning_rate=1.0, b0=1.0),
+        dict(learning_rate=0.002, b0=1.0, alpha=1e-4),
+    ),
+    Entry(
+        'adagrad_norm',
+        optax_adaptive.adagrad_norm,
+        dict(learning_rate=1.0, b0=1.0),
+        dict(learning_rate=0.5, b0=1.0),
+    ),
+    Entry(
+        'adagrad_norm_rows',
+        functools.partial(optax_adaptive.adagrad_norm, granularity='rows'),
+        dict(learning_rate=1.0, b0=1.0),
+        dict(learning_rate=0.5, b0=1.0),
+    ),
+    Entry(
+        'adam_l2',
+        optax_adaptive.adam_l2,
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
+    ),
+    Entry(
+        'adamw',
+        optax_adaptive.adamw,
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
+    ),
+    Entry(
+        'adam_prox',
+        optax_adaptive.adam_prox,
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
+    ),
+    Entry(
+        'adadiff',
+        optax_adaptive.adadiff,
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
+    ),
+    Entry(
+        'acme',
+        optax_adaptive.acme,
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
+    ),
+    Entry(
+        'acme_sgd_asam_nesterov',
+        functools.partial(
+            optax_adaptive.acme, adam=False, asam=True, nesterov=True
+        ),
+        dict(learning_rate=0.01, rho=0.05),
+        dict(learning_rate=0.001, rho=0.001),
+    ),
 )
 IDS = [e.name for e in OPTIMIZERS]
 parametrize_optimizers = pytest.mark.parametrize('entry', OPTIMIZERS, ids=IDS)
@@ -77,16 +110,24 @@ def rosenbrock(params):
 
 
 def initial_params(dtype=jnp.float32):
-  """A tree with a matrix, a vector and a scalar: every leaf kind a model has."""
-  return {'dense': {'kernel': jnp.zeros((3, 2), dtype), 'bias': jnp.zeros(2, dtype)},
-          'scale': jnp.zeros((), dtype)}
+  """A tree of a matrix, a vector and a scalar: every leaf kind a model has."""
+  return {
+      'dense': {
+          'kernel': jnp.zeros((3, 2), dtype),
+          'bias': jnp.zeros(2, dtype),
+      },
+      'scale': jnp.zeros((), dtype),
+  }
 
 
 def make_step(tx, loss_fn):
   def step(params, state):
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state, params, value=loss, value_fn=loss_fn)
+    updates, state = tx.update(
+        grads, state, params, value=loss, value_fn=loss_fn
+    )
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -101,8 +142,9 @@ def run(tx, loss_fn, params, steps, *, jit=True):
   def body(carry, _):
     return step(*carry), None
 
-  (params, state), _ = jax.jit(
-      lambda c: jax.lax.scan(body, c, length=steps))((params, state))
+  (params, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, length=steps))(
+      (params, state)
+  )
   return params, state
 
 
@@ -110,12 +152,15 @@ def run(tx, loss_fn, params, steps, *, jit=True):
 @pytest.mark.parametrize('problem', ['parabola', 'rosenbrock'])
 def test_converges(entry, problem):
   if problem == 'parabola':
-    params, _ = run(entry.factory(**entry.kwargs), parabola, initial_params(), 2000)
+    params, _ = run(
+        entry.factory(**entry.kwargs), parabola, initial_params(), 2000
+    )
     expected = jax.tree.map(jnp.ones_like, params)
   else:
     start = {'x': jnp.array(0.0), 'y': jnp.array(0.0)}
-    params, _ = run(entry.factory(**entry.rosenbrock_kwargs), rosenbrock,
-                    start, 20_000)
+    params, _ = run(
+        entry.factory(**entry.rosenbrock_kwargs), rosenbrock, start, 20_000
+    )
     expected = {'x': 1.0, 'y': 1.0}
   chex.assert_trees_all_close(params, expected, atol=1e-2)
 
@@ -146,18 +191,21 @@ def test_inject_hyperparams_gives_the_same_step_under_jit(entry):
   value, grads = jax.value_and_grad(objective)(params)
   kwargs = dict(value=value, value_fn=objective)
   updates, state = jax.jit(functools.partial(tx.update, **kwargs))(
-      grads, jax.jit(tx.init)(params), params)
+      grads, jax.jit(tx.init)(params), params
+  )
   injected_updates, injected_state = jax.jit(
-      functools.partial(injected.update, **kwargs))(
-          grads, injected.init(params), params)
+      functools.partial(injected.update, **kwargs)
+  )(grads, injected.init(params), params)
   chex.assert_trees_all_close(injected_updates, updates, rtol=1e-5)
-  chex.assert_trees_all_close(injected_state.inner_state, state, rtol=1e-5,
-                              atol=1e-5)
+  chex.assert_trees_all_close(
+      injected_state.inner_state, state, rtol=1e-5, atol=1e-5
+  )
 
 
 def test_an_injected_axis_traced_at_init_says_how_to_create_the_state():
   injected = optax.inject_hyperparams(optax_adaptive.adagrad_norm)(
-      learning_rate=0.1, granularity='rows', axis=0)
+      learning_rate=0.1, granularity='rows', axis=0
+  )
   with pytest.raises(ValueError, match='call `init` outside `jax.jit`'):
     jax.jit(injected.init)(initial_params())
 
@@ -177,7 +225,7 @@ def test_inject_hyperparams_gives_the_same_trajectory(entry):
 
 
 def _takes_a_schedule(factory):
-  """Whether `learning_rate` is annotated as a schedule, as optax's suite asks."""
+  """Whether `learning_rate` is typed as a schedule, as optax's suite asks."""
   annotation = inspect.signature(factory).parameters['learning_rate'].annotation
   return annotation in (optax.ScalarOrSchedule, optax.Schedule)
 
@@ -187,13 +235,21 @@ def test_learning_rate_schedule(entry):
   learning_rate = entry.kwargs['learning_rate']
   if not _takes_a_schedule(entry.factory):
     with pytest.raises(ValueError, match='`learning_rate`.*float'):
-      entry.factory(**dict(entry.kwargs,
-                           learning_rate=optax.constant_schedule(learning_rate)))
+      entry.factory(
+          **dict(
+              entry.kwargs, learning_rate=optax.constant_schedule(learning_rate)
+          )
+      )
     return
-  as_float, _ = run(entry.factory(**entry.kwargs), parabola, initial_params(), 10)
-  constant = dict(entry.kwargs,
-                  learning_rate=optax.constant_schedule(learning_rate))
-  as_schedule, _ = run(entry.factory(**constant), parabola, initial_params(), 10)
+  as_float, _ = run(
+      entry.factory(**entry.kwargs), parabola, initial_params(), 10
+  )
+  constant = dict(
+      entry.kwargs, learning_rate=optax.constant_schedule(learning_rate)
+  )
+  as_schedule, _ = run(
+      entry.factory(**constant), parabola, initial_params(), 10
+  )
   chex.assert_trees_all_close(as_float, as_schedule, rtol=1e-6, atol=1e-7)
 
   # A schedule that drops to zero after the first step must freeze the
@@ -217,7 +273,8 @@ def test_updates_keep_the_parameter_dtype(entry, dtype):
   state = tx.init(params)
   loss, grads = jax.value_and_grad(parabola)(params)
   updates, _ = jax.jit(functools.partial(tx.update, value_fn=parabola))(
-      grads, state, params, value=loss)
+      grads, state, params, value=loss
+  )
   chex.assert_trees_all_equal_dtypes(updates, params)
   chex.assert_tree_all_finite(updates)
   params, _ = run(tx, parabola, params, 3)
@@ -242,7 +299,8 @@ def test_state_structure_shapes_and_dtypes_are_stable(entry):
 
 @parametrize_optimizers
 @pytest.mark.parametrize(
-    'dtype', [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+    'dtype', [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64]
+)
 def test_state_shapes_and_dtypes_are_stable_under_cond(entry, dtype):
   """optax's check: both branches of a `lax.cond` must agree on the state."""
   with jax.enable_x64(dtype == jnp.float64):
@@ -257,9 +315,11 @@ def test_state_shapes_and_dtypes_are_stable_under_cond(entry, dtype):
       loss = loss.astype(jnp.bfloat16 if dtype == jnp.float16 else jnp.float16)
       updates, state = jax.lax.cond(
           choose,
-          lambda: tx.update(grads, state, params, value=loss,
-                            value_fn=parabola),
-          lambda: (params, state))
+          lambda: tx.update(
+              grads, state, params, value=loss, value_fn=parabola
+          ),
+          lambda: (params, state),
+      )
       return optax.apply_updates(params, updates), state
 
     state = tx.init(params)
@@ -271,7 +331,9 @@ def test_state_shapes_and_dtypes_are_stable_under_cond(entry, dtype):
 
 @parametrize_optimizers
 def test_extra_arguments_are_accepted_without_recompilation(entry):
-  tx = optax.chain(optax.clip_by_global_norm(10.0), entry.factory(**entry.kwargs))
+  tx = optax.chain(
+      optax.clip_by_global_norm(10.0), entry.factory(**entry.kwargs)
+  )
   params = initial_params()
   traces = []
 
@@ -280,8 +342,13 @@ def test_extra_arguments_are_accepted_without_recompilation(entry):
     traces.append(None)
     loss, grads = jax.value_and_grad(parabola)(params)
     updates, state = tx.update(
-        grads, state, params, value=loss, value_fn=parabola,
-        unexpected_extra_args_your_optimizer_doesnt_expect=1)
+        grads,
+        state,
+        params,
+        value=loss,
+        value_fn=parabola,
+        unexpected_extra_args_your_optimizer_doesnt_expect=1,
+    )
     return optax.apply_updates(params, updates), state
 
   reference, _ = run(tx, parabola, params, 2)
@@ -316,7 +383,8 @@ def test_multi_steps_applies_one_update_per_k_calls(entry, dtype):
   kwargs = dict(value=loss, value_fn=parabola)
 
   single, _ = jax.jit(functools.partial(tx.update, **kwargs))(
-      grads, tx.init(params), params)
+      grads, tx.init(params), params
+  )
   update = jax.jit(functools.partial(accumulated.update, **kwargs))
   state = jax.jit(accumulated.init)(params)
   first, state = update(grads, state, params)
@@ -336,22 +404,29 @@ def test_apply_if_finite_skips_a_non_finite_step(entry):
   loss, grads = jax.value_and_grad(parabola)(params)
   bad_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), grads)
   updates, bad_state = guarded.update(
-      bad_grads, state, params, value=jnp.nan, value_fn=parabola)
+      bad_grads, state, params, value=jnp.nan, value_fn=parabola
+  )
   chex.assert_trees_all_close(updates, jax.tree.map(jnp.zeros_like, params))
   assert int(bad_state.notfinite_count) == 1
   chex.assert_trees_all_close(bad_state.inner_state, state.inner_state)
   chex.assert_tree_all_finite(bad_state.inner_state)
-  good, _ = guarded.update(grads, bad_state, params, value=loss, value_fn=parabola)
-  expected, _ = tx.update(grads, tx.init(params), params, value=loss,
-                          value_fn=parabola)
+  good, _ = guarded.update(
+      grads, bad_state, params, value=loss, value_fn=parabola
+  )
+  expected, _ = tx.update(
+      grads, tx.init(params), params, value=loss, value_fn=parabola
+  )
   chex.assert_trees_all_close(good, expected, rtol=1e-6, atol=1e-7)
 
 
 @parametrize_optimizers
 def test_trains_a_flax_nnx_model_through_nnx_optimizer(entry):
   nnx = pytest.importorskip('flax.nnx')
-  model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
-                         nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+  model = nnx.Sequential(
+      nnx.Linear(4, 8, rngs=nnx.Rngs(0)),
+      nnx.relu,
+      nnx.Linear(8, 1, rngs=nnx.Rngs(1)),
+  )
   optimizer = nnx.Optimizer(model, entry.factory(**entry.kwargs), wrt=nnx.Param)
   x = jax.random.normal(jax.random.key(2), (32, 4))
   y = jnp.sin(x.sum(axis=1, keepdims=True))

@@ -20,17 +20,33 @@ RANGES = {
     'beta': lambda x: 0 <= x < 1,
     'finite': math.isfinite,
 }
-ADAM_FAMILY = dict(learning_rate='non_negative', b1='beta', b2='beta',
-                   eps='non_negative', weight_decay='non_negative')
+ADAM_FAMILY = dict(
+    learning_rate='non_negative',
+    b1='beta',
+    b2='beta',
+    eps='non_negative',
+    weight_decay='non_negative',
+)
 SPECS = {
-    'adaloss': dict(learning_rate='non_negative', b0='positive',
-                    alpha='non_negative', c='finite', weight_decay='non_negative'),
-    'sgd_constant': dict(learning_rate='non_negative', b0='positive',
-                         weight_decay='non_negative'),
-    'sgd_decay_sqrt': dict(learning_rate='non_negative', b0='positive',
-                           alpha='non_negative', weight_decay='non_negative'),
-    'adagrad_norm': dict(learning_rate='non_negative', b0='positive',
-                         eps='non_negative'),
+    'adaloss': dict(
+        learning_rate='non_negative',
+        b0='positive',
+        alpha='non_negative',
+        c='finite',
+        weight_decay='non_negative',
+    ),
+    'sgd_constant': dict(
+        learning_rate='non_negative', b0='positive', weight_decay='non_negative'
+    ),
+    'sgd_decay_sqrt': dict(
+        learning_rate='non_negative',
+        b0='positive',
+        alpha='non_negative',
+        weight_decay='non_negative',
+    ),
+    'adagrad_norm': dict(
+        learning_rate='non_negative', b0='positive', eps='non_negative'
+    ),
     'adam_l2': ADAM_FAMILY,
     # The decay multiplier learning_rate(t) / learning_rate(0) needs a rate > 0.
     'adamw': dict(ADAM_FAMILY, learning_rate='positive'),
@@ -61,9 +77,14 @@ def _two_steps(tx):
 
 # Values such as 1e300 are valid and overflow float32 when cast; that is the
 # user's choice to make, and a warning, not an error.
-@pytest.mark.filterwarnings('ignore:overflow encountered in cast:RuntimeWarning')
-@hypothesis.settings(deadline=None, max_examples=150,
-                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@pytest.mark.filterwarnings(
+    'ignore:overflow encountered in cast:RuntimeWarning'
+)
+@hypothesis.settings(
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 @hypothesis.given(data=st.data())
 def test_invalid_values_raise_naming_the_argument_and_valid_values_run(data):
   name = data.draw(st.sampled_from(sorted(SPECS)), label='optimizer')
@@ -100,19 +121,28 @@ def test_an_unknown_granularity_lists_the_choices():
 # base_learning_rate and ACME's too, with a value that is valid as a scalar.
 ARRAY_ARGUMENTS = {
     **{name: dict.fromkeys(spec) for name, spec in SPECS.items()},
-    'acme': dict.fromkeys(['learning_rate', 'b1', 'b2', 'eps', 'weight_decay',
-                           'rho', 'eta']),
+    'acme': dict.fromkeys(
+        ['learning_rate', 'b1', 'b2', 'eps', 'weight_decay', 'rho', 'eta']
+    ),
 }
 ARRAY_ARGUMENTS['adamw']['base_learning_rate'] = None
 ARRAY_ARGUMENTS['adam_prox']['base_learning_rate'] = None
 
 
-@pytest.mark.parametrize('name, argument', [
-    (name, argument) for name, arguments in sorted(ARRAY_ARGUMENTS.items())
-    for argument in arguments])
+@pytest.mark.parametrize(
+    'name, argument',
+    [
+        (name, argument)
+        for name, arguments in sorted(ARRAY_ARGUMENTS.items())
+        for argument in arguments
+    ],
+)
 def test_an_array_valued_hyperparameter_is_refused_by_name(name, argument):
-  kwargs = {k: v for k, v in DEFAULTS.items()
-            if k in ARRAY_ARGUMENTS[name] or k == 'learning_rate'}
+  kwargs = {
+      k: v
+      for k, v in DEFAULTS.items()
+      if k in ARRAY_ARGUMENTS[name] or k == 'learning_rate'
+  }
   kwargs[argument] = jnp.array([0.1, 0.2])
   with pytest.raises(ValueError, match=f'`{argument}` must be a scalar'):
     getattr(optax_adaptive, name)(**kwargs)

@@ -12,11 +12,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 import types
 import zipfile
 
 import pytest
+import tomllib
 
 import optax_adaptive
 
@@ -29,9 +29,13 @@ def distributions(tmp_path_factory) -> dict[str, list[str]]:
   if shutil.which('git') is None or not (ROOT / '.git').exists():
     pytest.skip('needs a git checkout to know the tracked files')
   source = tmp_path_factory.mktemp('source')
-  tracked = subprocess.run(
-      ['git', 'ls-files', '-z'], cwd=ROOT, check=True, capture_output=True
-  ).stdout.decode().split('\0')
+  tracked = (
+      subprocess.run(
+          ['git', 'ls-files', '-z'], cwd=ROOT, check=True, capture_output=True
+      )
+      .stdout.decode()
+      .split('\0')
+  )
   for name in filter(None, tracked):
     if (ROOT / name).is_file():
       (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -40,33 +44,45 @@ def distributions(tmp_path_factory) -> dict[str, list[str]]:
   for hook in ('build_wheel', 'build_sdist'):
     # One process per hook, as a build frontend runs them.
     build = f'import sys, setuptools.build_meta as b; b.{hook}(sys.argv[1])'
-    subprocess.run([sys.executable, '-c', build, str(out)], cwd=source,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, '-c', build, str(out)],
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
   (wheel,) = out.glob('*.whl')
   (sdist,) = out.glob('*.tar.gz')
   with zipfile.ZipFile(wheel) as archive:
     wheel_files = archive.namelist()
     (metadata,) = [f for f in wheel_files if f.endswith('.dist-info/METADATA')]
-    requirements = re.findall(r'^Requires-Dist: (.*)$',
-                              archive.read(metadata).decode(), re.MULTILINE)
+    requirements = re.findall(
+        r'^Requires-Dist: (.*)$', archive.read(metadata).decode(), re.MULTILINE
+    )
   with tarfile.open(sdist) as archive:
     # Names below the sdist's single top folder.
-    sdist_files = [m.name.split('/', 1)[1] for m in archive.getmembers()
-                   if m.isfile()]
-  return {'wheel': wheel_files, 'sdist': sdist_files,
-          'wheel_name': [wheel.name], 'requirements': requirements}
+    sdist_files = [
+        m.name.split('/', 1)[1] for m in archive.getmembers() if m.isfile()
+    ]
+  return {
+      'wheel': wheel_files,
+      'sdist': sdist_files,
+      'wheel_name': [wheel.name],
+      'requirements': requirements,
+  }
 
 
 def test_the_wheel_holds_the_library_and_its_metadata_only(distributions):
   version = optax_adaptive.__version__
   metadata = f'optax_adaptive-{version}.dist-info/'
-  others = [f for f in distributions['wheel']
-            if not (f.startswith('optax_adaptive/') or f.startswith(metadata))]
+  others = [
+      f
+      for f in distributions['wheel']
+      if not (f.startswith('optax_adaptive/') or f.startswith(metadata))
+  ]
   assert others == []
   assert 'optax_adaptive/py.typed' in distributions['wheel']
   assert 'optax_adaptive/_src/acme.py' in distributions['wheel']
-  assert distributions['wheel_name'][0].startswith(
-      f'optax_adaptive-{version}-')
+  assert distributions['wheel_name'][0].startswith(f'optax_adaptive-{version}-')
 
 
 def test_the_sdist_holds_no_experiments_benchmarks_or_tests(distributions):
@@ -88,19 +104,32 @@ def test_the_version_has_one_source():
   assert 'version' not in pyproject['project']
   assert 'version' in pyproject['project']['dynamic']
   assert pyproject['tool']['setuptools']['dynamic']['version'] == {
-      'attr': 'optax_adaptive.__version__'}
+      'attr': 'optax_adaptive.__version__'
+  }
 
 
-@pytest.mark.parametrize('family', [
-    'acme', 'adadiff', 'adagrad_norm', 'adaloss', 'scale_free',
-    'sgd_baselines'])
+@pytest.mark.parametrize(
+    'family',
+    [
+        'acme',
+        'adadiff',
+        'adagrad_norm',
+        'adaloss',
+        'scale_free',
+        'sgd_baselines',
+    ],
+)
 def test_each_family_is_a_private_module_and_the_public_names_are_reexported(
-    family):
+    family,
+):
   module = importlib.import_module(f'optax_adaptive._src.{family}')
   assert isinstance(module, types.ModuleType)
-  exported = [n for n in optax_adaptive.__all__
-              if getattr(getattr(optax_adaptive, n), '__module__', '')
-              == module.__name__]
+  exported = [
+      n
+      for n in optax_adaptive.__all__
+      if getattr(getattr(optax_adaptive, n), '__module__', '')
+      == module.__name__
+  ]
   assert exported, f'{family} exports nothing'
 
 

@@ -1,4 +1,4 @@
-"""The README's Python examples run as written, and its API table is complete."""
+"""The README's Python examples run as written and its API table is complete."""
 
 import pathlib
 import re
@@ -30,7 +30,9 @@ def test_readme_python_examples_run_in_order():
 
 def test_the_training_step_trains_with_every_method_listed():
   first, alternatives = _python_blocks(README.read_text())[:2]
-  tx_lines = [line for line in alternatives.splitlines() if line.startswith('tx =')]
+  tx_lines = [
+      line for line in alternatives.splitlines() if line.startswith('tx =')
+  ]
   assert len(tx_lines) >= 8
   for tx_line in tx_lines:
     namespace = {}
@@ -38,17 +40,24 @@ def test_the_training_step_trains_with_every_method_listed():
     # step it prints exists for AdaLoss only.
     code = first.replace(first.splitlines()[5], tx_line).split('print(')[0]
     exec(compile(code, str(README), 'exec'), namespace)  # pylint: disable=exec-used
-    initial = float(namespace['loss_fn'](
-        {'w': jax.numpy.zeros((3, 1)), 'b': jax.numpy.zeros(1)},
-        namespace['x'], namespace['y']))
+    initial = float(
+        namespace['loss_fn'](
+            {'w': jax.numpy.zeros((3, 1)), 'b': jax.numpy.zeros(1)},
+            namespace['x'],
+            namespace['y'],
+        )
+    )
     assert float(namespace['loss']) < 0.1 * initial, tx_line
 
 
 def test_every_public_function_is_in_the_api_table():
   text = README.read_text()
   table_names = set(re.findall(r'^\| `(\w+)\(', text, flags=re.MULTILINE))
-  public_functions = {n for n in optax_adaptive.__all__
-                      if callable(getattr(optax_adaptive, n)) and n[0].islower()}
+  public_functions = {
+      n
+      for n in optax_adaptive.__all__
+      if callable(getattr(optax_adaptive, n)) and n[0].islower()
+  }
   assert public_functions - table_names == set()
 
 

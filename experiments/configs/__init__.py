@@ -1,1 +1,1 @@
-"""Run configurations: the defaults, and one module per paper mapping its flags."""
+"""Run configurations: defaults, and one module per paper mapping its flags."""

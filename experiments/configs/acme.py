@@ -20,16 +20,30 @@ from experiments.configs.default import Config
 MODELS = ('WRN', 'Pyramid')
 
 
-def get_config(*, model: str = 'WRN', depth: int | None = None,
-               width_alpha: int | None = None, bottleneck: bool = False,
-               dropout: float = 0.0, epochs: int = 200, lr: float = 0.1,
-               label_smoothing: float = 0.1, momentum: float = 0.9,
-               rho: float = 1.0, eta: float = 0.0,
-               weight_decay: float = 1e-4, acme: bool = False,
-               asam: bool = False, adam: bool = False, nesterov: bool = False,
-               batch_size: int = 200, dataset: str = 'digits',
-               data_dir: str | None = None, seed: int = 42,
-               **overrides) -> Config:
+def get_config(
+    *,
+    model: str = 'WRN',
+    depth: int | None = None,
+    width_alpha: int | None = None,
+    bottleneck: bool = False,
+    dropout: float = 0.0,
+    epochs: int = 200,
+    lr: float = 0.1,
+    label_smoothing: float = 0.1,
+    momentum: float = 0.9,
+    rho: float = 1.0,
+    eta: float = 0.0,
+    weight_decay: float = 1e-4,
+    acme: bool = False,
+    asam: bool = False,
+    adam: bool = False,
+    nesterov: bool = False,
+    batch_size: int = 200,
+    dataset: str = 'digits',
+    data_dir: str | None = None,
+    seed: int = 42,
+    **overrides,
+) -> Config:
   """The run of the authors' script with these flags.
 
   Args:
@@ -66,15 +80,22 @@ def get_config(*, model: str = 'WRN', depth: int | None = None,
   """
   if model == 'WRN':
     model_name = 'wrn16_8'
-    model_kwargs = {'depth': depth or 16, 'width': width_alpha or 8,
-                    'dropout_rate': dropout}
+    model_kwargs = {
+        'depth': depth or 16,
+        'width': width_alpha or 8,
+        'dropout_rate': dropout,
+    }
   elif model == 'Pyramid':
     model_name = 'pyramidnet110_48'
-    model_kwargs = {'depth': depth or 110, 'alpha': width_alpha or 40,
-                    'bottleneck': bottleneck}
+    model_kwargs = {
+        'depth': depth or 110,
+        'alpha': width_alpha or 40,
+        'bottleneck': bottleneck,
+    }
   else:
-    raise ValueError(f'Unknown model {model!r}; choose one of '
-                     f'{", ".join(MODELS)}.')
+    raise ValueError(
+        f'Unknown model {model!r}; choose one of {", ".join(MODELS)}.'
+    )
   return Config(**{
       'dataset': dataset,
       'data_dir': data_dir,
@@ -84,10 +105,19 @@ def get_config(*, model: str = 'WRN', depth: int | None = None,
       'optimizer': 'acme',
       'learning_rate': lr,
       'optimizer_kwargs': {
-          'b1': momentum, 'b2': 0.999, 'eps': 1e-8,
-          'weight_decay': weight_decay, 'acme': acme, 'adam': adam,
-          'asam': asam, 'rho': rho, 'eta': eta, 'nesterov': nesterov,
-          'bias_correction': adam, 'asam_mask': 'authors'},
+          'b1': momentum,
+          'b2': 0.999,
+          'eps': 1e-8,
+          'weight_decay': weight_decay,
+          'acme': acme,
+          'adam': adam,
+          'asam': asam,
+          'rho': rho,
+          'eta': eta,
+          'nesterov': nesterov,
+          'bias_correction': adam,
+          'asam_mask': 'authors',
+      },
       'schedule': 'constant' if acme else 'cosine',
       'schedule_kwargs': {} if acme else {'final_fraction': 0.01},
       'label_smoothing': label_smoothing,

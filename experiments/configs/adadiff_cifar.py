@@ -10,15 +10,20 @@ from experiments.configs.default import Config
 
 # The script's `--optim` names and the methods here: AdaDiff, and the
 # baselines from optax.
-OPTIMIZERS = {'adadiff': 'adadiff', 'adam': 'adam', 'adabelief': 'adabelief',
-              'sgd': 'sgd'}
+OPTIMIZERS = {
+    'adadiff': 'adadiff',
+    'adam': 'adam',
+    'adabelief': 'adabelief',
+    'sgd': 'sgd',
+}
 # The authors' normalisation, for CIFAR-10 and CIFAR-100 alike.
 CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 MODELS = ('resnet34', 'resnet18', 'densenet121', 'vgg11', 'vgg16')
 
 
-def adam_type_kwargs(method: str, beta1: float, beta2: float,
-                     eps: float) -> dict[str, float]:
+def adam_type_kwargs(
+    method: str, beta1: float, beta2: float, eps: float
+) -> dict[str, float]:
   """optax's arguments of an Adam-type `method` from the authors' flags.
 
   Their AdaBelief adds ``eps`` inside the square root as well as outside it.
@@ -31,13 +36,24 @@ def adam_type_kwargs(method: str, beta1: float, beta2: float,
   return {**kwargs, 'eps_root': eps} if method == 'adabelief' else kwargs
 
 
-def get_config(*, optim: str = 'sgd', model: str = 'resnet34',
-               lr: float = 0.1, lr_gamma: float = 0.1, decay_epoch: int = 150,
-               total_epoch: int = 200, eps: float = 1e-8,
-               momentum: float = 0.9, beta1: float = 0.9,
-               beta2: float = 0.999, batchsize: int = 128,
-               weight_decay: float = 5e-4, dataset: str = 'digits',
-               run: int = 0, **overrides) -> Config:
+def get_config(
+    *,
+    optim: str = 'sgd',
+    model: str = 'resnet34',
+    lr: float = 0.1,
+    lr_gamma: float = 0.1,
+    decay_epoch: int = 150,
+    total_epoch: int = 200,
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    batchsize: int = 128,
+    weight_decay: float = 5e-4,
+    dataset: str = 'digits',
+    run: int = 0,
+    **overrides,
+) -> Config:
   """The run of the authors' script with these flags.
 
   Args:
@@ -67,8 +83,9 @@ def get_config(*, optim: str = 'sgd', model: str = 'resnet34',
     ('adadiff', {'b1': 0.9, 'b2': 0.999, 'eps': 1e-08, 'weight_decay': 0.0005})
   """
   if optim not in OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {optim!r}; choose one of '
-                     f'{", ".join(OPTIMIZERS)}.')
+    raise ValueError(
+        f'Unknown optimizer {optim!r}; choose one of {", ".join(OPTIMIZERS)}.'
+    )
   method = OPTIMIZERS[optim]
   if method == 'sgd':
     kwargs = {'momentum': momentum or None}

@@ -18,20 +18,41 @@ from experiments.configs.adadiff_cifar import adam_type_kwargs
 from experiments.configs.language_model import Config
 
 # The script's `--optimizer` names and the methods of experiments.optimizers.
-OPTIMIZERS = {'adadiff': 'adadiff', 'ada2': 'adadiff', 'adam': 'adam',
-              'adabelief': 'adabelief', 'sgd': 'sgd'}
+OPTIMIZERS = {
+    'adadiff': 'adadiff',
+    'ada2': 'adadiff',
+    'adam': 'adam',
+    'adabelief': 'adabelief',
+    'sgd': 'sgd',
+}
 
 
-def get_config(*, optimizer: str = 'sgd', lr: float = 1e-3,
-               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-               wdecay: float = 1.2e-6, clip: float | None = None,
-               when: Sequence[int] = (-1,), nlayers: int = 3,
-               emsize: int = 400, nhid: int = 1150, dropout: float = 0.4,
-               dropouth: float = 0.3, dropouti: float = 0.65,
-               dropoute: float = 0.1, wdrop: float = 0.5,
-               batch_size: int = 80, bptt: int = 70, epochs: int = 8000,
-               seed: int = 1111, alpha: float = 2.0, beta: float = 1.0,
-               **overrides) -> Config:
+def get_config(
+    *,
+    optimizer: str = 'sgd',
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    wdecay: float = 1.2e-6,
+    clip: float | None = None,
+    when: Sequence[int] = (-1,),
+    nlayers: int = 3,
+    emsize: int = 400,
+    nhid: int = 1150,
+    dropout: float = 0.4,
+    dropouth: float = 0.3,
+    dropouti: float = 0.65,
+    dropoute: float = 0.1,
+    wdrop: float = 0.5,
+    batch_size: int = 80,
+    bptt: int = 70,
+    epochs: int = 8000,
+    seed: int = 1111,
+    alpha: float = 2.0,
+    beta: float = 1.0,
+    **overrides,
+) -> Config:
   """The run of the authors' script with these flags.
 
   Args:
@@ -71,11 +92,14 @@ def get_config(*, optimizer: str = 'sgd', lr: float = 1e-3,
     ('adabelief', 1e-12)
   """
   if optimizer not in OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {optimizer!r}; choose one of '
-                     f'{", ".join(OPTIMIZERS)}.')
+    raise ValueError(
+        f'Unknown optimizer {optimizer!r}; choose one of '
+        f'{", ".join(OPTIMIZERS)}.'
+    )
   method = OPTIMIZERS[optimizer]
-  kwargs = ({} if method == 'sgd'
-            else adam_type_kwargs(method, beta1, beta2, eps))
+  kwargs = (
+      {} if method == 'sgd' else adam_type_kwargs(method, beta1, beta2, eps)
+  )
   return Config(**{
       'embed_size': emsize,
       'hidden_size': nhid,

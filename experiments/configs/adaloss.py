@@ -19,10 +19,10 @@ four methods in that layout.
 =================== ================= ==============================
 """
 
+from collections.abc import Mapping
 import difflib
 import json
 import pathlib
-from collections.abc import Mapping
 from typing import Any
 
 from experiments.configs.default import Config
@@ -32,11 +32,13 @@ CONFIG_DIR = pathlib.Path(__file__).parent / 'adaloss'
 MODELS = {'vits16r224': ('vit_s16', 224), 'swsl_resnet50': ('resnet50', 224)}
 # The authors' normalisation of CIFAR-100.
 CIFAR100_MEAN_STD = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-_METHODS = {('AdaLoss', 'SGD'): 'adaloss',
-            ('PlainLossb0', 'SGD'): 'sgd_constant',
-            ('PlainLossSqrt', 'SGD'): 'sgd_decay_sqrt',
-            ('CrossEntropy', 'Adagradnorm'): 'adagrad_norm',
-            ('CrossEntropy', 'SGD'): 'sgd'}
+_METHODS = {
+    ('AdaLoss', 'SGD'): 'adaloss',
+    ('PlainLossb0', 'SGD'): 'sgd_constant',
+    ('PlainLossSqrt', 'SGD'): 'sgd_decay_sqrt',
+    ('CrossEntropy', 'Adagradnorm'): 'adagrad_norm',
+    ('CrossEntropy', 'SGD'): 'sgd',
+}
 _SCHEDULERS = ('StepLR',)
 
 _NUMBER = (int, float)
@@ -52,14 +54,23 @@ _LAYOUT = {
     'num_classes': None,
     'data_loader': {
         'type': None,
-        'args': {'data_dir': None, 'batch_size': int, 'shuffle': None,
-                 'validation_split': None, 'num_workers': None,
-                 'pin_memory': None},
+        'args': {
+            'data_dir': None,
+            'batch_size': int,
+            'shuffle': None,
+            'validation_split': None,
+            'num_workers': None,
+            'pin_memory': None,
+        },
     },
     'optimizer': {
         'type': str,
-        'args': {'lr': _NUMBER, 'momentum': _NUMBER, 'weight_decay': _NUMBER,
-                 'initial_accumulator_value': _NUMBER},
+        'args': {
+            'lr': _NUMBER,
+            'momentum': _NUMBER,
+            'weight_decay': _NUMBER,
+            'initial_accumulator_value': _NUMBER,
+        },
     },
     'train_loss': {
         'type': str,
@@ -67,15 +78,28 @@ _LAYOUT = {
     },
     'val_loss': None,
     'metrics': None,
-    'lr_scheduler': {'type': str,
-                     'args': {'step_size': int, 'gamma': _NUMBER}},
-    'trainer': {'epochs': int, 'alg': None, 'save_dir': None,
-                'save_period': None, 'verbosity': None, 'label_dir': None,
-                'monitor': None, 'early_stop': None, 'tensorboard': None,
-                'mlflow': None},
+    'lr_scheduler': {'type': str, 'args': {'step_size': int, 'gamma': _NUMBER}},
+    'trainer': {
+        'epochs': int,
+        'alg': None,
+        'save_dir': None,
+        'save_period': None,
+        'verbosity': None,
+        'label_dir': None,
+        'monitor': None,
+        'early_stop': None,
+        'tensorboard': None,
+        'mlflow': None,
+    },
 }
-_REQUIRED = ('arch.type', 'data_loader.args.batch_size', 'optimizer.type',
-             'optimizer.args.lr', 'train_loss.type', 'trainer.epochs')
+_REQUIRED = (
+    'arch.type',
+    'data_loader.args.batch_size',
+    'optimizer.type',
+    'optimizer.args.lr',
+    'train_loss.type',
+    'trainer.epochs',
+)
 
 
 def _closest(word: str, choices) -> str | None:
@@ -83,8 +107,12 @@ def _closest(word: str, choices) -> str | None:
   return close[0] if close else None
 
 
-def _check_layout(value: Mapping[str, Any], layout: Mapping[str, Any],
-                  source: str, where: str = '') -> None:
+def _check_layout(
+    value: Mapping[str, Any],
+    layout: Mapping[str, Any],
+    source: str,
+    where: str = '',
+) -> None:
   """Refuses a key outside `layout` or a value of another type."""
   prefix = f'{where}.' if where else ''
   for key, entry in value.items():
@@ -92,17 +120,23 @@ def _check_layout(value: Mapping[str, Any], layout: Mapping[str, Any],
     if key not in layout:
       close = _closest(key, layout)
       raise ValueError(
-          f'{source}: unknown key {name!r}; ' +
-          (f'did you mean {prefix + close!r}?' if close else
-           f'{where or "the top level"} takes {", ".join(layout)}.'))
+          f'{source}: unknown key {name!r}; '
+          + (
+              f'did you mean {prefix + close!r}?'
+              if close
+              else f'{where or "the top level"} takes {", ".join(layout)}.'
+          )
+      )
     expected = layout[key]
     if isinstance(expected, dict):
       if not isinstance(entry, dict):
-        raise ValueError(f'{source}: {name!r} must be a JSON object, not '
-                         f'{entry!r}.')
+        raise ValueError(
+            f'{source}: {name!r} must be a JSON object, not {entry!r}.'
+        )
       _check_layout(entry, expected, source, name)
     elif expected is not None and (
-        isinstance(entry, bool) or not isinstance(entry, expected)):
+        isinstance(entry, bool) or not isinstance(entry, expected)
+    ):
       kind = {str: 'a string', int: 'an integer'}.get(expected, 'a number')
       raise ValueError(f'{source}: {name!r} must be {kind}, not {entry!r}.')
 
@@ -110,9 +144,13 @@ def _check_layout(value: Mapping[str, Any], layout: Mapping[str, Any],
 def _unknown_type(source: str, name: str, value: str, known) -> ValueError:
   close = _closest(value, known)
   return ValueError(
-      f'{source}: unknown {name} {value!r}; ' +
-      (f'did you mean {close!r}?' if close else
-       f'the authors\' code has {", ".join(known)}.'))
+      f'{source}: unknown {name} {value!r}; '
+      + (
+          f'did you mean {close!r}?'
+          if close
+          else f'the authors\' code has {", ".join(known)}.'
+      )
+  )
 
 
 def read_authors_config(path: str) -> dict[str, Any]:
@@ -132,7 +170,8 @@ def read_authors_config(path: str) -> dict[str, Any]:
       authors' code does not have.
 
   Example:
-    >>> values = read_authors_config(CONFIG_DIR / 'config_cifar100_adaloss.json')
+    >>> path = CONFIG_DIR / 'config_cifar100_adaloss.json'
+    >>> values = read_authors_config(path)
     >>> values['method'], values['eta'], values['b0'], values['epochs']
     ('adaloss', 0.1, 1.0, 10)
   """
@@ -143,14 +182,19 @@ def read_authors_config(path: str) -> dict[str, Any]:
   try:
     raw = json.loads(text)
   except json.JSONDecodeError as error:
-    raise ValueError(f'{path} is not valid JSON: {error.msg} at line '
-                     f'{error.lineno}, column {error.colno}.') from None
+    raise ValueError(
+        f'{path} is not valid JSON: {error.msg} at line '
+        f'{error.lineno}, column {error.colno}.'
+    ) from None
   if not isinstance(raw, dict):
     raise ValueError(f'{path} must hold a JSON object, not {raw!r}.')
   _check_layout(raw, _LAYOUT, str(path))
   scheduler = raw.get('lr_scheduler')
-  required = _REQUIRED + (('lr_scheduler.type', 'lr_scheduler.args.step_size')
-                          if scheduler is not None else ())
+  required = _REQUIRED + (
+      ('lr_scheduler.type', 'lr_scheduler.args.step_size')
+      if scheduler is not None
+      else ()
+  )
   for name in required:
     entry = raw
     for key in name.split('.'):
@@ -169,8 +213,10 @@ def read_authors_config(path: str) -> dict[str, Any]:
       raise _unknown_type(path, 'optimizer.type', kind[1], optimizer_types)
     raise ValueError(
         f'{path}: no method has train_loss.type {kind[0]!r} with '
-        f'optimizer.type {kind[1]!r}; the authors\' methods are '
-        + ', '.join(f'{l} with {o}' for l, o in _METHODS) + '.')
+        f"optimizer.type {kind[1]!r}; the authors' methods are "
+        + ', '.join(f'{loss} with {opt}' for loss, opt in _METHODS)
+        + '.'
+    )
   values = {
       'method': _METHODS[kind],
       'name': raw.get('name', 'adaloss'),
@@ -189,22 +235,36 @@ def read_authors_config(path: str) -> dict[str, Any]:
     values['adanormb0'] = optimizer_args['initial_accumulator_value']
   if scheduler is not None:
     if scheduler['type'] not in _SCHEDULERS:
-      raise _unknown_type(path, 'lr_scheduler.type', scheduler['type'],
-                          _SCHEDULERS)
+      raise _unknown_type(
+          path, 'lr_scheduler.type', scheduler['type'], _SCHEDULERS
+      )
     values['step_size'] = scheduler['args']['step_size']
     values['gamma'] = scheduler['args'].get('gamma', 0.1)
   return values
 
 
-def get_config(*, method: str = 'adaloss', eta: float = 0.1, b0: float = 1.0,
-               alpha: float = 1.0, cc: float = 0.0, weight_decay: float = 1e-4,
-               momentum: float = 0.0, adanormb0: float | None = None,
-               batch_size: int = 128, epochs: int = 10,
-               model: str = 'vits16r224', seed: int = 123,
-               step_size: int = 100, gamma: float = 0.1,
-               dataset: str = 'digits', data_dir: str | None = None,
-               pretrained: str | None = None, name: str = 'adaloss',
-               **overrides) -> Config:
+def get_config(
+    *,
+    method: str = 'adaloss',
+    eta: float = 0.1,
+    b0: float = 1.0,
+    alpha: float = 1.0,
+    cc: float = 0.0,
+    weight_decay: float = 1e-4,
+    momentum: float = 0.0,
+    adanormb0: float | None = None,
+    batch_size: int = 128,
+    epochs: int = 10,
+    model: str = 'vits16r224',
+    seed: int = 123,
+    step_size: int = 100,
+    gamma: float = 0.1,
+    dataset: str = 'digits',
+    data_dir: str | None = None,
+    pretrained: str | None = None,
+    name: str = 'adaloss',
+    **overrides,
+) -> Config:
   """The run of the authors' ``train.py`` with these values.
 
   CIFAR runs train on the fixed 45k images of ``train45k`` and evaluate on
@@ -256,8 +316,10 @@ def get_config(*, method: str = 'adaloss', eta: float = 0.1, b0: float = 1.0,
   elif method == 'sgd':
     kwargs = {'momentum': momentum or None}
   else:
-    raise ValueError(f'Unknown AdaLoss method {method!r}; choose one of '
-                     f'{", ".join(_METHODS.values())}.')
+    raise ValueError(
+        f'Unknown AdaLoss method {method!r}; choose one of '
+        f'{", ".join(_METHODS.values())}.'
+    )
   if momentum and method != 'sgd':
     raise ValueError(f'{method} takes no momentum here (the paper uses 0).')
   model_name, image_size = MODELS.get(model, (model, 32))

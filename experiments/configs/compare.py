@@ -19,16 +19,30 @@ SETTINGS: dict[str, dict[str, Any]] = {
     'adagrad_norm': {'learning_rate': 1.0, 'optimizer_kwargs': {'b0': 1.0}},
     'sgd_constant': {'learning_rate': 0.5, 'optimizer_kwargs': {'b0': 1.0}},
     'sgd_decay_sqrt': {'learning_rate': 0.5, 'optimizer_kwargs': {'b0': 1.0}},
-    'adam_l2': {'learning_rate': 3e-3,
-                'optimizer_kwargs': {'weight_decay': 5e-4}},
-    'adamw': {'learning_rate': 3e-3, 'optimizer_kwargs': {'weight_decay': 5e-4}},
-    'adam_prox': {'learning_rate': 3e-3,
-                  'optimizer_kwargs': {'weight_decay': 5e-4}},
-    'adadiff': {'learning_rate': 3e-3,
-                'optimizer_kwargs': {'weight_decay': 5e-4}},
-    'acme': {'learning_rate': 1e-2,
-             'optimizer_kwargs': {'acme': True, 'adam': True,
-                                  'schedule_steps': 50_000}},
+    'adam_l2': {
+        'learning_rate': 3e-3,
+        'optimizer_kwargs': {'weight_decay': 5e-4},
+    },
+    'adamw': {
+        'learning_rate': 3e-3,
+        'optimizer_kwargs': {'weight_decay': 5e-4},
+    },
+    'adam_prox': {
+        'learning_rate': 3e-3,
+        'optimizer_kwargs': {'weight_decay': 5e-4},
+    },
+    'adadiff': {
+        'learning_rate': 3e-3,
+        'optimizer_kwargs': {'weight_decay': 5e-4},
+    },
+    'acme': {
+        'learning_rate': 1e-2,
+        'optimizer_kwargs': {
+            'acme': True,
+            'adam': True,
+            'schedule_steps': 50_000,
+        },
+    },
 }
 
 
@@ -40,9 +54,13 @@ def describe(method: str) -> str:
     'lr 0.003, weight_decay 0.0005'
   """
   settings = SETTINGS[method]
-  return ', '.join([f'lr {settings["learning_rate"]:g}'] + [
-      f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}'
-      for k, v in settings['optimizer_kwargs'].items()])
+  return ', '.join(
+      [f'lr {settings["learning_rate"]:g}']
+      + [
+          f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}'
+          for k, v in settings['optimizer_kwargs'].items()
+      ]
+  )
 
 
 def get_config(method: str, **overrides) -> Config:
@@ -60,8 +78,15 @@ def get_config(method: str, **overrides) -> Config:
     {'b0': 1.0}
   """
   if method not in SETTINGS:
-    raise ValueError(f'Unknown optimizer {method!r}; choose one of '
-                     f'{", ".join(SETTINGS)}.')
-  settings = {'dataset': 'digits', 'model': 'resnet8', 'batch_size': 64,
-              'num_epochs': 4, 'optimizer': method, **SETTINGS[method]}
+    raise ValueError(
+        f'Unknown optimizer {method!r}; choose one of {", ".join(SETTINGS)}.'
+    )
+  settings = {
+      'dataset': 'digits',
+      'model': 'resnet8',
+      'batch_size': 64,
+      'num_epochs': 4,
+      'optimizer': method,
+      **SETTINGS[method],
+  }
   return Config(**{**settings, **overrides})

@@ -6,13 +6,18 @@ package (``scale_free``, ``adaloss``, ``acme``, ``adadiff_cifar``) build one
 from each paper's own flags.
 """
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-RUN_CONTROLS = ('resume', 'progress_bar', 'max_steps', 'checkpoint_every_steps',
-                'data_dir')
+RUN_CONTROLS = (
+    'resume',
+    'progress_bar',
+    'max_steps',
+    'checkpoint_every_steps',
+    'data_dir',
+)
 """The fields of a :class:`Config` that steer a run but not what it trains: a
 run resumes under other values of these (more steps, another data folder)."""
 
@@ -62,6 +67,7 @@ class Config:
     resume: continue from the latest checkpoint in the working directory;
       without it, a directory that has checkpoints is refused.
   """
+
   dataset: str = 'digits'
   train_split: str = 'train'
   eval_splits: tuple[str, ...] = ('test',)
@@ -129,8 +135,11 @@ def changed_settings(saved: Mapping[str, Any], config: Config) -> list[str]:
   """
   # Both through JSON, so that tuples compare with the lists saved for them.
   saved, wanted = (json.loads(json.dumps(c)) for c in (saved, config.to_json()))
-  return sorted(k for k in saved.keys() | wanted.keys()
-                if k not in RUN_CONTROLS and saved.get(k) != wanted.get(k))
+  return sorted(
+      k
+      for k in saved.keys() | wanted.keys()
+      if k not in RUN_CONTROLS and saved.get(k) != wanted.get(k)
+  )
 
 
 def settings_key(config, fields: Sequence[str]) -> str:

@@ -56,6 +56,7 @@ class Config:
     resume: continue from the latest checkpoint in the working directory;
       without it, a directory that has checkpoints is refused.
   """
+
   data_dir: str | None = None
   manual_dir: str | None = None
   embed_size: int = 400
@@ -69,7 +70,8 @@ class Config:
   optimizer: str = 'sgd'
   learning_rate: float = 1e-3
   optimizer_kwargs: dict[str, Any] = dataclasses.field(
-      default_factory=lambda: {'weight_decay': 1.2e-6})
+      default_factory=lambda: {'weight_decay': 1.2e-6}
+  )
   clip: float | None = None
   lr_decay_epochs: tuple[int, ...] = ()
   alpha: float = 2.0

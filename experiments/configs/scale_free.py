@@ -8,17 +8,32 @@ a first run without data to prepare.
 from experiments.configs.default import Config
 
 OPTIMIZERS = {'AdamL2': 'adam_l2', 'AdamW': 'adamw', 'AdamProx': 'adam_prox'}
-MODELS = {'ResNet20': 'resnet20', 'ResNet44': 'resnet44',
-          'ResNet56': 'resnet56', 'ResNet110': 'resnet110',
-          'ResNet218': 'resnet218', 'DenseNetBC100': 'densenet_bc100'}
+MODELS = {
+    'ResNet20': 'resnet20',
+    'ResNet44': 'resnet44',
+    'ResNet56': 'resnet56',
+    'ResNet110': 'resnet110',
+    'ResNet218': 'resnet218',
+    'DenseNetBC100': 'densenet_bc100',
+}
 DATASETS = {'CIFAR10': 'cifar10', 'CIFAR100': 'cifar100', 'digits': 'digits'}
 SCHEDULERS = {'None': 'constant', 'Cosine': 'cosine'}
 
 
-def run_name(*, optim_method: str, eta0: float, weight_decay: float,
-             scheduler: str, loss_multiplier: float, train_epochs: int,
-             batchsize: int, validation: bool, dataset: str, model: str,
-             no_batch_norm: bool) -> str:
+def run_name(
+    *,
+    optim_method: str,
+    eta0: float,
+    weight_decay: float,
+    scheduler: str,
+    loss_multiplier: float,
+    train_epochs: int,
+    batchsize: int,
+    validation: bool,
+    dataset: str,
+    model: str,
+    no_batch_norm: bool,
+) -> str:
   """The authors' log name of a run, which names its folder here.
 
   Example:
@@ -28,22 +43,35 @@ def run_name(*, optim_method: str, eta0: float, weight_decay: float,
     ...          model='ResNet20', no_batch_norm=True)
     'CIFAR10_ResNet20_NoBN_AdamW_Eta0_0.001_WD_5e-05_Scheduler_None_Loss_Mul_1_Epoch_300_BatchSize_128_Test'
   """
-  return (f'{dataset}_{model}_{"NoBN" if no_batch_norm else "BN"}_'
-          f'{optim_method}_Eta0_{eta0:g}_WD_{weight_decay:g}_'
-          f'Scheduler_{scheduler}_Loss_Mul_{loss_multiplier:g}_'
-          f'Epoch_{train_epochs}_BatchSize_{batchsize}_'
-          f'{"Validation" if validation else "Test"}')
+  return (
+      f'{dataset}_{model}_{"NoBN" if no_batch_norm else "BN"}_'
+      f'{optim_method}_Eta0_{eta0:g}_WD_{weight_decay:g}_'
+      f'Scheduler_{scheduler}_Loss_Mul_{loss_multiplier:g}_'
+      f'Epoch_{train_epochs}_BatchSize_{batchsize}_'
+      f'{"Validation" if validation else "Test"}'
+  )
 
 
-def get_config(*, optim_method: str = 'AdamProx', eta0: float = 0.001,
-               weight_decay: float = 0.0005, scheduler: str = 'None',
-               loss_multiplier: float = 1.0, train_epochs: int = 100,
-               batchsize: int = 128, validation: bool = False,
-               eval_interval: int = 10, store_stats: bool = False,
-               store_stats_interval: int = 1, dataset: str = 'digits',
-               dataroot: str | None = None, model: str = 'ResNet20',
-               no_batch_norm: bool = False, seed: int = 0,
-               **overrides) -> Config:
+def get_config(
+    *,
+    optim_method: str = 'AdamProx',
+    eta0: float = 0.001,
+    weight_decay: float = 0.0005,
+    scheduler: str = 'None',
+    loss_multiplier: float = 1.0,
+    train_epochs: int = 100,
+    batchsize: int = 128,
+    validation: bool = False,
+    eval_interval: int = 10,
+    store_stats: bool = False,
+    store_stats_interval: int = 1,
+    dataset: str = 'digits',
+    dataroot: str | None = None,
+    model: str = 'ResNet20',
+    no_batch_norm: bool = False,
+    seed: int = 0,
+    **overrides,
+) -> Config:
   """The run of the authors' ``main.py`` with these flags.
 
   The authors evaluate the training set as well as the test (or validation)
@@ -107,5 +135,6 @@ def get_config(*, optim_method: str = 'AdamProx', eta0: float = 0.001,
 
 def _check(flag: str, value: str, choices) -> None:
   if value not in choices:
-    raise ValueError(f'Unknown {flag} {value!r}; choose one of '
-                     f'{", ".join(choices)}.')
+    raise ValueError(
+        f'Unknown {flag} {value!r}; choose one of {", ".join(choices)}.'
+    )

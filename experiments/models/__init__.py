@@ -27,15 +27,17 @@ import functools
 
 from flax import nnx
 
-from experiments.models import densenet
-from experiments.models import mlp
-from experiments.models import pyramidnet
-from experiments.models import resnet
-from experiments.models import resnet_cifar
-from experiments.models import resnet_imagenet
-from experiments.models import vgg
-from experiments.models import vit
-from experiments.models import wide_resnet
+from experiments.models import (
+    densenet,
+    mlp,
+    pyramidnet,
+    resnet,
+    resnet_cifar,
+    resnet_imagenet,
+    vgg,
+    vit,
+    wide_resnet,
+)
 
 _partial = functools.partial
 
@@ -51,9 +53,12 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     'resnet34': _partial(resnet.ResNet, depth=34),
     'densenet_bc100': _partial(densenet.DenseNet, depth=100, growth_rate=12),
     'densenet121': _partial(
-        densenet.DenseNet, depth=121, growth_rate=32,
+        densenet.DenseNet,
+        depth=121,
+        growth_rate=32,
         stage_sizes=(6, 12, 24, 16),
-        kernel_init=resnet.TORCH_DEFAULT_KERNEL_INIT),
+        kernel_init=resnet.TORCH_DEFAULT_KERNEL_INIT,
+    ),
     'vgg11': _partial(vgg.VGG, depth=11),
     'vgg16': _partial(vgg.VGG, depth=16),
     'vgg16_bn': _partial(vgg.VGG, depth=16, batch_norm=True),
@@ -62,7 +67,8 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     'wrn40_8': _partial(wide_resnet.WideResNet, depth=40, width=8),
     'pyramidnet110_48': _partial(pyramidnet.PyramidNet, depth=110, alpha=48),
     'pyramidnet272_200_bottleneck': _partial(
-        pyramidnet.PyramidNet, depth=272, alpha=200, bottleneck=True),
+        pyramidnet.PyramidNet, depth=272, alpha=200, bottleneck=True
+    ),
     'resnet50': resnet_imagenet.resnet50,
     'vit_s16': vit.vit_s16,
     'vit_tiny': vit.vit_tiny_test,
@@ -70,8 +76,9 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 }
 
 
-def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs,
-                 **overrides) -> nnx.Module:
+def create_model(
+    name: str, *, num_classes: int, rngs: nnx.Rngs, **overrides
+) -> nnx.Module:
   """Builds the model ``name`` for ``num_classes`` classes.
 
   Args:
@@ -98,6 +105,7 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs,
     (2, 100)
   """
   if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; choose one of '
-                     f'{", ".join(sorted(MODELS))}.')
+    raise ValueError(
+        f'Unknown model {name!r}; choose one of {", ".join(sorted(MODELS))}.'
+    )
   return MODELS[name](num_classes=num_classes, rngs=rngs, **overrides)

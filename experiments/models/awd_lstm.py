@@ -69,8 +69,9 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
-def _dropout_mask(key: jax.Array, rate: float, shape: tuple[int, ...]
-                  ) -> jax.Array:
+def _dropout_mask(
+    key: jax.Array, rate: float, shape: tuple[int, ...]
+) -> jax.Array:
   """Kept entries are ``1 / (1 - rate)``, dropped ones 0."""
   keep = jax.random.bernoulli(key, 1.0 - rate, shape)
   return keep.astype(jnp.float32) / (1.0 - rate)
@@ -86,13 +87,22 @@ class LSTMLayer(nnx.Module):
     rngs: ``params`` for the initialisation, ``dropout`` for the masks.
   """
 
-  def __init__(self, input_size: int, hidden_size: int, *, wdrop: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      input_size: int,
+      hidden_size: int,
+      *,
+      wdrop: float = 0.0,
+      rngs: nnx.Rngs,
+  ):
     gates = 4 * hidden_size
     # One draw for the four tensors: they share PyTorch's distribution, and
     # one random-bits computation compiles much faster than four.
-    values = _uniform(rngs.params(), (input_size + hidden_size + 2, gates),
-                      1.0 / math.sqrt(hidden_size))
+    values = _uniform(
+        rngs.params(),
+        (input_size + hidden_size + 2, gates),
+        1.0 / math.sqrt(hidden_size),
+    )
     self.input_kernel = nnx.Param(values[:input_size])
     self.hidden_kernel = nnx.Param(values[input_size:-2])
     self.input_bias = nnx.Param(values[-2])
@@ -108,9 +118,9 @@ class LSTMLayer(nnx.Module):
     # Two buffers, not one twice: a training step may donate the carry.
     return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
 
-  def __call__(self, inputs: jax.Array, carry: LayerCarry,
-               mask: jax.Array | None = None
-               ) -> tuple[jax.Array, LayerCarry]:
+  def __call__(
+      self, inputs: jax.Array, carry: LayerCarry, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, LayerCarry]:
     """Runs the layer over time.
 
     Args:
@@ -125,11 +135,15 @@ class LSTMLayer(nnx.Module):
     hidden_kernel = self.hidden_kernel[...]
     if not self.deterministic and self.wdrop > 0:
       hidden_kernel = hidden_kernel * _dropout_mask(
-          self.rngs(), self.wdrop, hidden_kernel.shape)
+          self.rngs(), self.wdrop, hidden_kernel.shape
+      )
     # The input projection of every step is one matrix product, outside the
     # sequential loop.
-    projected = (inputs @ self.input_kernel[...] + self.input_bias[...]
-                 + self.hidden_bias[...])
+    projected = (
+        inputs @ self.input_kernel[...]
+        + self.input_bias[...]
+        + self.hidden_bias[...]
+    )
     steps, batch = inputs.shape[:2]
     if mask is None:
       mask = jnp.ones((steps, batch), bool)
@@ -140,8 +154,9 @@ class LSTMLayer(nnx.Module):
       projected_t, mask_t = step_inputs
       gates = projected_t + h @ hidden_kernel
       input_gate, forget_gate, cell_gate, output_gate = jnp.split(gates, 4, -1)
-      new_c = (jax.nn.sigmoid(forget_gate) * c
-               + jax.nn.sigmoid(input_gate) * jnp.tanh(cell_gate))
+      new_c = jax.nn.sigmoid(forget_gate) * c + jax.nn.sigmoid(
+          input_gate
+      ) * jnp.tanh(cell_gate)
       new_h = jax.nn.sigmoid(output_gate) * jnp.tanh(new_c)
       new_h = jnp.where(mask_t, new_h, h)
       new_c = jnp.where(mask_t, new_c, c)
@@ -184,25 +199,40 @@ class AWDLSTM(nnx.Module):
     ((7, 3, 50), (7, 3, 8), [(3, 16), (3, 8)])
   """
 
-  def __init__(self, vocab_size: int, *, embed_size: int = 400,
-               hidden_size: int = 1150, num_layers: int = 3,
-               tie_weights: bool = True, dropout: float = 0.4,
-               dropouth: float = 0.25, dropouti: float = 0.4,
-               dropoute: float = 0.1, wdrop: float = 0.5, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      vocab_size: int,
+      *,
+      embed_size: int = 400,
+      hidden_size: int = 1150,
+      num_layers: int = 3,
+      tie_weights: bool = True,
+      dropout: float = 0.4,
+      dropouth: float = 0.25,
+      dropouti: float = 0.4,
+      dropoute: float = 0.1,
+      wdrop: float = 0.5,
+      rngs: nnx.Rngs,
+  ):
     if num_layers < 1:
       raise ValueError(f'num_layers must be at least 1, got {num_layers}.')
-    self.embedding = nnx.Param(_uniform(
-        rngs.params(), (vocab_size, embed_size), _EMBEDDING_INIT_RANGE))
+    self.embedding = nnx.Param(
+        _uniform(rngs.params(), (vocab_size, embed_size), _EMBEDDING_INIT_RANGE)
+    )
     output_size = embed_size if tie_weights else hidden_size
     sizes = [embed_size] + [hidden_size] * (num_layers - 1) + [output_size]
     self.layers = nnx.List([
-        LSTMLayer(sizes[l], sizes[l + 1], wdrop=wdrop, rngs=rngs)
-        for l in range(num_layers)])
+        LSTMLayer(sizes[i], sizes[i + 1], wdrop=wdrop, rngs=rngs)
+        for i in range(num_layers)
+    ])
     if tie_weights:
       self.decoder_kernel = None
     else:
-      self.decoder_kernel = nnx.Param(_uniform(
-          rngs.params(), (output_size, vocab_size), _EMBEDDING_INIT_RANGE))
+      self.decoder_kernel = nnx.Param(
+          _uniform(
+              rngs.params(), (output_size, vocab_size), _EMBEDDING_INIT_RANGE
+          )
+      )
     self.decoder_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
     self.dropout = dropout
     self.dropouth = dropouth
@@ -230,9 +260,9 @@ class AWDLSTM(nnx.Module):
     row_mask = _dropout_mask(self.rngs(), self.dropoute, (embedding.shape[0],))
     return embedded * row_mask[tokens][..., None]
 
-  def __call__(self, tokens: jax.Array, carry: Carry,
-               mask: jax.Array | None = None
-               ) -> tuple[jax.Array, Carry, Activations]:
+  def __call__(
+      self, tokens: jax.Array, carry: Carry, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, Carry, Activations]:
     """Predicts the next token at every step.
 
     Args:
@@ -254,15 +284,22 @@ class AWDLSTM(nnx.Module):
       if index < len(self.layers) - 1:
         x = self._locked_dropout(x, self.dropouth)
     dropped = self._locked_dropout(x, self.dropout)
-    kernel = (self.embedding[...].T if self.decoder_kernel is None
-              else self.decoder_kernel[...])
+    kernel = (
+        self.embedding[...].T
+        if self.decoder_kernel is None
+        else self.decoder_kernel[...]
+    )
     logits = dropped @ kernel + self.decoder_bias[...]
     return logits, tuple(new_carry), Activations(raw=x, dropped=dropped)
 
 
-def activation_regularization(activations: Activations, *, alpha: float,
-                              beta: float, mask: jax.Array | None = None
-                              ) -> jax.Array:
+def activation_regularization(
+    activations: Activations,
+    *,
+    alpha: float,
+    beta: float,
+    mask: jax.Array | None = None,
+) -> jax.Array:
   """AWD-LSTM's AR and TAR penalties on the last layer's output.
 
   ``alpha * mean(dropped**2) + beta * mean((raw[1:] - raw[:-1])**2)``, the
@@ -281,7 +318,8 @@ def activation_regularization(activations: Activations, *, alpha: float,
   Example:
     >>> import jax.numpy as jnp
     >>> raw = jnp.array([[[1.0]], [[3.0]]])
-    >>> activation_regularization(Activations(raw, 2 * raw), alpha=2.0, beta=1.0)
+    >>> activation_regularization(
+    ...     Activations(raw, 2 * raw), alpha=2.0, beta=1.0)
     Array(44., dtype=float32)
   """
   raw, dropped = activations
@@ -291,9 +329,10 @@ def activation_regularization(activations: Activations, *, alpha: float,
   mask = mask.astype(jnp.float32)
   features = math.prod(raw.shape[1:])
   pairs = mask[1:] * mask[:-1]
-  squares = jnp.sum(dropped ** 2, axis=tuple(range(1, raw.ndim)))
-  differences = jnp.sum((raw[1:] - raw[:-1]) ** 2,
-                        axis=tuple(range(1, raw.ndim)))
+  squares = jnp.sum(dropped**2, axis=tuple(range(1, raw.ndim)))
+  differences = jnp.sum(
+      (raw[1:] - raw[:-1]) ** 2, axis=tuple(range(1, raw.ndim))
+  )
   ar = jnp.sum(mask * squares) / (jnp.sum(mask) * features)
   tar = jnp.sum(pairs * differences) / jnp.maximum(jnp.sum(pairs) * features, 1)
   return alpha * ar + beta * tar

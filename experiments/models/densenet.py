@@ -22,25 +22,36 @@ which is the same network up to a fixed order of the channels.
 from collections.abc import Callable, Sequence
 import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT
+from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT, torch_linear
 from experiments.models.resnet import batch_norm as _batch_norm
 from experiments.models.resnet import conv as _conv
-from experiments.models.resnet import torch_linear
 
 
 class _NormReluConv(nnx.Module):
   """BatchNorm (unless switched off), ReLU, then a convolution without bias."""
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-               batch_norm: bool, kernel_init: Callable[..., jax.Array],
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      kernel_size: int,
+      *,
+      batch_norm: bool,
+      kernel_init: Callable[..., jax.Array],
+      rngs: nnx.Rngs,
+  ):
     self.bn = _batch_norm(in_features, rngs=rngs) if batch_norm else None
-    self.conv = _conv(in_features, out_features, kernel_size,
-                      kernel_init=kernel_init, rngs=rngs)
+    self.conv = _conv(
+        in_features,
+        out_features,
+        kernel_size,
+        kernel_init=kernel_init,
+        rngs=rngs,
+    )
 
   def __call__(self, x):
     return self.conv(jax.nn.relu(x if self.bn is None else self.bn(x)))
@@ -49,14 +60,31 @@ class _NormReluConv(nnx.Module):
 class BottleneckLayer(nnx.Module):
   """Adds ``growth_rate`` channels to its input through a 1x1 and a 3x3 conv."""
 
-  def __init__(self, in_features: int, growth_rate: int, *, batch_norm: bool,
-               kernel_init: Callable[..., jax.Array], rngs: nnx.Rngs):
-    self.reduce = _NormReluConv(in_features, 4 * growth_rate, 1,
-                                batch_norm=batch_norm, kernel_init=kernel_init,
-                                rngs=rngs)
-    self.grow = _NormReluConv(4 * growth_rate, growth_rate, 3,
-                              batch_norm=batch_norm, kernel_init=kernel_init,
-                              rngs=rngs)
+  def __init__(
+      self,
+      in_features: int,
+      growth_rate: int,
+      *,
+      batch_norm: bool,
+      kernel_init: Callable[..., jax.Array],
+      rngs: nnx.Rngs,
+  ):
+    self.reduce = _NormReluConv(
+        in_features,
+        4 * growth_rate,
+        1,
+        batch_norm=batch_norm,
+        kernel_init=kernel_init,
+        rngs=rngs,
+    )
+    self.grow = _NormReluConv(
+        4 * growth_rate,
+        growth_rate,
+        3,
+        batch_norm=batch_norm,
+        kernel_init=kernel_init,
+        rngs=rngs,
+    )
 
   def __call__(self, x):
     return jnp.concatenate([x, self.grow(self.reduce(x))], axis=-1)
@@ -65,11 +93,23 @@ class BottleneckLayer(nnx.Module):
 class Transition(nnx.Module):
   """Compresses the channels with a 1x1 conv and halves the resolution."""
 
-  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool,
-               kernel_init: Callable[..., jax.Array], rngs: nnx.Rngs):
-    self.compress = _NormReluConv(in_features, out_features, 1,
-                                  batch_norm=batch_norm,
-                                  kernel_init=kernel_init, rngs=rngs)
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      *,
+      batch_norm: bool,
+      kernel_init: Callable[..., jax.Array],
+      rngs: nnx.Rngs,
+  ):
+    self.compress = _NormReluConv(
+        in_features,
+        out_features,
+        1,
+        batch_norm=batch_norm,
+        kernel_init=kernel_init,
+        rngs=rngs,
+    )
 
   def __call__(self, x):
     return nnx.avg_pool(self.compress(x), (2, 2), strides=(2, 2))
@@ -97,12 +137,18 @@ class DenseNet(nnx.Module):
     networks <https://arxiv.org/abs/1608.06993>`_, CVPR 2017.
   """
 
-  def __init__(self, depth: int = 100, *, num_classes: int = 10,
-               growth_rate: int = 12, compression: float = 0.5,
-               stage_sizes: Sequence[int] | None = None,
-               batch_norm: bool = True,
-               kernel_init: Callable[..., jax.Array] = KAIMING_NORMAL_FAN_OUT,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 100,
+      *,
+      num_classes: int = 10,
+      growth_rate: int = 12,
+      compression: float = 0.5,
+      stage_sizes: Sequence[int] | None = None,
+      batch_norm: bool = True,
+      kernel_init: Callable[..., jax.Array] = KAIMING_NORMAL_FAN_OUT,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -121,24 +167,38 @@ class DenseNet(nnx.Module):
         raise ValueError(f'`depth` must be 6n + 4 with n >= 1, got {depth}.')
       stage_sizes = (depth - 4) // 6, (depth - 4) // 6, (depth - 4) // 6
     elif depth != 2 * sum(stage_sizes) + len(stage_sizes) + 1:
-      raise ValueError(f'`stage_sizes` {tuple(stage_sizes)} make a depth of '
-                       f'{2 * sum(stage_sizes) + len(stage_sizes) + 1}, '
-                       f'not {depth}.')
+      raise ValueError(
+          f'`stage_sizes` {tuple(stage_sizes)} make a depth of '
+          f'{2 * sum(stage_sizes) + len(stage_sizes) + 1}, '
+          f'not {depth}.'
+      )
     features = 2 * growth_rate
     self.conv1 = _conv(3, features, 3, kernel_init=kernel_init, rngs=rngs)
     stages, transitions = [], []
     for index, num_layers in enumerate(stage_sizes):
       if index > 0:
         compressed = math.floor(compression * features)
-        transitions.append(Transition(features, compressed,
-                                      batch_norm=batch_norm,
-                                      kernel_init=kernel_init, rngs=rngs))
+        transitions.append(
+            Transition(
+                features,
+                compressed,
+                batch_norm=batch_norm,
+                kernel_init=kernel_init,
+                rngs=rngs,
+            )
+        )
         features = compressed
       layers = []
       for _ in range(num_layers):
-        layers.append(BottleneckLayer(features, growth_rate,
-                                      batch_norm=batch_norm,
-                                      kernel_init=kernel_init, rngs=rngs))
+        layers.append(
+            BottleneckLayer(
+                features,
+                growth_rate,
+                batch_norm=batch_norm,
+                kernel_init=kernel_init,
+                rngs=rngs,
+            )
+        )
         features += growth_rate
       stages.append(nnx.List(layers))
     self.stages = nnx.List(stages)

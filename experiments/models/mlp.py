@@ -9,8 +9,8 @@ keep PyTorch's default initialisation, as the papers' code does.
 
 from collections.abc import Sequence
 
-import jax
 from flax import nnx
+import jax
 
 from experiments.models.resnet import torch_linear
 
@@ -28,9 +28,15 @@ class MLP(nnx.Module):
     789258
   """
 
-  def __init__(self, hidden_sizes: Sequence[int] = (256,), *,
-               num_classes: int = 10, image_size: int = 32, channels: int = 3,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      hidden_sizes: Sequence[int] = (256,),
+      *,
+      num_classes: int = 10,
+      image_size: int = 32,
+      channels: int = 3,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -43,7 +49,8 @@ class MLP(nnx.Module):
     sizes = (image_size * image_size * channels, *hidden_sizes)
     self.hidden = nnx.List([
         torch_linear(inputs, outputs, rngs=rngs)
-        for inputs, outputs in zip(sizes, sizes[1:])])
+        for inputs, outputs in zip(sizes, sizes[1:])
+    ])
     self.head = torch_linear(sizes[-1], num_classes, rngs=rngs)
 
   def __call__(self, images):

@@ -20,19 +20,23 @@ width * out_channels) (Kaiming, fan-out); the classifier keeps PyTorch's
 default initialisation.
 """
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT
+from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT, conv, torch_linear
 from experiments.models.resnet import batch_norm as _batch_norm
-from experiments.models.resnet import conv
-from experiments.models.resnet import torch_linear
 
 
 def _conv(in_features, out_features, kernel_size, stride, rngs):
-  return conv(in_features, out_features, kernel_size, stride,
-              kernel_init=KAIMING_NORMAL_FAN_OUT, rngs=rngs)
+  return conv(
+      in_features,
+      out_features,
+      kernel_size,
+      stride,
+      kernel_init=KAIMING_NORMAL_FAN_OUT,
+      rngs=rngs,
+  )
 
 
 def average_pool_2x2(x: jax.Array) -> jax.Array:
@@ -42,8 +46,9 @@ def average_pool_2x2(x: jax.Array) -> jax.Array:
   window that overhangs an odd edge averages only the pixels it covers.
   """
   padding = ((0, x.shape[1] % 2), (0, x.shape[2] % 2))
-  return nnx.avg_pool(x, (2, 2), strides=(2, 2), padding=padding,
-                      count_include_pad=False)
+  return nnx.avg_pool(
+      x, (2, 2), strides=(2, 2), padding=padding, count_include_pad=False
+  )
 
 
 def _add_shortcut(residual, x, stride):
@@ -58,8 +63,9 @@ class BasicUnit(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, in_features: int, features: int, stride: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, in_features: int, features: int, stride: int, *, rngs: nnx.Rngs
+  ):
     self.bn1 = _batch_norm(in_features, rngs=rngs)
     self.conv1 = _conv(in_features, features, 3, stride, rngs)
     self.bn2 = _batch_norm(features, rngs=rngs)
@@ -78,8 +84,9 @@ class BottleneckUnit(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, in_features: int, features: int, stride: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, in_features: int, features: int, stride: int, *, rngs: nnx.Rngs
+  ):
     self.bn1 = _batch_norm(in_features, rngs=rngs)
     self.conv1 = _conv(in_features, features, 1, 1, rngs)
     self.bn2 = _batch_norm(features, rngs=rngs)
@@ -117,9 +124,15 @@ class PyramidNet(nnx.Module):
     <https://arxiv.org/abs/1610.02915>`_, CVPR 2017.
   """
 
-  def __init__(self, depth: int = 110, alpha: float = 48, *,
-               bottleneck: bool = False, num_classes: int = 10,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 110,
+      alpha: float = 48,
+      *,
+      bottleneck: bool = False,
+      num_classes: int = 10,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -133,8 +146,10 @@ class PyramidNet(nnx.Module):
     # One more unit in each of the three stages adds this many layers.
     depth_step = 9 if bottleneck else 6
     if depth < 2 + depth_step or (depth - 2) % depth_step:
-      raise ValueError(f'`depth` must be {depth_step}n + 2 with '
-                       f'n >= 1 for {unit.__name__}s, got {depth}.')
+      raise ValueError(
+          f'`depth` must be {depth_step}n + 2 with '
+          f'n >= 1 for {unit.__name__}s, got {depth}.'
+      )
     units_per_stage = (depth - 2) // depth_step
     growth = alpha / (3 * units_per_stage)
     self.conv1 = _conv(3, 16, 3, 1, rngs)

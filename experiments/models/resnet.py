@@ -14,21 +14,24 @@ initialisation) are shared by the other CIFAR families of this package.
 
 from collections.abc import Callable
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 # PyTorch's default for convolution and linear kernels: uniform in
 # +-1/sqrt(fan_in), i.e. a variance of 1 / (3 fan_in).
 TORCH_DEFAULT_KERNEL_INIT = nnx.initializers.variance_scaling(
-    1 / 3, 'fan_in', 'uniform')
+    1 / 3, 'fan_in', 'uniform'
+)
 # kaiming_normal_(mode='fan_out'), or normal(0, sqrt(2 / (k * k * out))) as the
 # DenseNet, VGG and PyramidNet code writes it.
 KAIMING_NORMAL_FAN_OUT = nnx.initializers.variance_scaling(
-    2.0, 'fan_out', 'normal')
+    2.0, 'fan_out', 'normal'
+)
 # kaiming_normal_ with its defaults (mode='fan_in').
 KAIMING_NORMAL_FAN_IN = nnx.initializers.variance_scaling(
-    2.0, 'fan_in', 'normal')
+    2.0, 'fan_in', 'normal'
+)
 
 _STAGE_SIZES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -36,12 +39,20 @@ _STAGE_SIZES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 def _uniform(bound: float) -> Callable[..., jax.Array]:
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
-def conv(in_features: int, out_features: int, kernel_size: int,
-         stride: int = 1, *, kernel_init: Callable[..., jax.Array],
-         use_bias: bool = False, rngs: nnx.Rngs) -> nnx.Conv:
+def conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    stride: int = 1,
+    *,
+    kernel_init: Callable[..., jax.Array],
+    use_bias: bool = False,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
   """A square convolution padded by ``kernel_size // 2`` on every side.
 
   Explicit padding, as in PyTorch: XLA's 'SAME' pads stride-2 convolutions
@@ -71,9 +82,16 @@ def conv(in_features: int, out_features: int, kernel_size: int,
     (1, 16, 16, 16)
   """
   pad = kernel_size // 2
-  return nnx.Conv(in_features, out_features, (kernel_size, kernel_size),
-                  strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                  use_bias=use_bias, kernel_init=kernel_init, rngs=rngs)
+  return nnx.Conv(
+      in_features,
+      out_features,
+      (kernel_size, kernel_size),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=use_bias,
+      kernel_init=kernel_init,
+      rngs=rngs,
+  )
 
 
 def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -95,9 +113,13 @@ def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
   return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
 
 
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs,
-                 kernel_init: Callable[..., jax.Array] = (
-                     TORCH_DEFAULT_KERNEL_INIT)) -> nnx.Linear:
+def torch_linear(
+    in_features: int,
+    out_features: int,
+    *,
+    rngs: nnx.Rngs,
+    kernel_init: Callable[..., jax.Array] = (TORCH_DEFAULT_KERNEL_INIT),
+) -> nnx.Linear:
   """A linear layer whose bias starts as PyTorch's: uniform in +-1/sqrt(fan_in).
 
   Args:
@@ -116,17 +138,29 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs,
     >>> bool(abs(layer.bias[...]).max() <= 1 / 8)
     True
   """
-  return nnx.Linear(in_features, out_features, kernel_init=kernel_init,
-                    bias_init=_uniform(in_features ** -0.5), rngs=rngs)
+  return nnx.Linear(
+      in_features,
+      out_features,
+      kernel_init=kernel_init,
+      bias_init=_uniform(in_features**-0.5),
+      rngs=rngs,
+  )
 
 
 class Projection(nnx.Module):
   """The option-B shortcut: a strided 1x1 convolution and a BatchNorm."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *,
-               rngs: nnx.Rngs):
-    self.conv = conv(in_features, out_features, 1, stride,
-                     kernel_init=TORCH_DEFAULT_KERNEL_INIT, rngs=rngs)
+  def __init__(
+      self, in_features: int, out_features: int, stride: int, *, rngs: nnx.Rngs
+  ):
+    self.conv = conv(
+        in_features,
+        out_features,
+        1,
+        stride,
+        kernel_init=TORCH_DEFAULT_KERNEL_INIT,
+        rngs=rngs,
+    )
     self.bn = batch_norm(out_features, rngs=rngs)
 
   def __call__(self, x):
@@ -136,17 +170,31 @@ class Projection(nnx.Module):
 class BasicBlock(nnx.Module):
   """Two 3x3 convolutions, each followed by BatchNorm, around a shortcut."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *,
-               rngs: nnx.Rngs):
-    self.conv1 = conv(in_features, out_features, 3, stride,
-                      kernel_init=TORCH_DEFAULT_KERNEL_INIT, rngs=rngs)
+  def __init__(
+      self, in_features: int, out_features: int, stride: int, *, rngs: nnx.Rngs
+  ):
+    self.conv1 = conv(
+        in_features,
+        out_features,
+        3,
+        stride,
+        kernel_init=TORCH_DEFAULT_KERNEL_INIT,
+        rngs=rngs,
+    )
     self.bn1 = batch_norm(out_features, rngs=rngs)
-    self.conv2 = conv(out_features, out_features, 3,
-                      kernel_init=TORCH_DEFAULT_KERNEL_INIT, rngs=rngs)
+    self.conv2 = conv(
+        out_features,
+        out_features,
+        3,
+        kernel_init=TORCH_DEFAULT_KERNEL_INIT,
+        rngs=rngs,
+    )
     self.bn2 = batch_norm(out_features, rngs=rngs)
     self.shortcut = (
         Projection(in_features, out_features, stride, rngs=rngs)
-        if stride != 1 or in_features != out_features else None)
+        if stride != 1 or in_features != out_features
+        else None
+    )
 
   def __call__(self, x):
     y = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -178,8 +226,14 @@ class ResNet(nnx.Module):
     CIFAR code, which AdaDiff's follows).
   """
 
-  def __init__(self, depth: int = 34, *, num_classes: int = 10, width: int = 64,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 34,
+      *,
+      num_classes: int = 10,
+      width: int = 64,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -191,13 +245,15 @@ class ResNet(nnx.Module):
     """
     if depth not in _STAGE_SIZES:
       raise ValueError(
-          f'`depth` must be one of {sorted(_STAGE_SIZES)}, got {depth}.')
-    self.conv1 = conv(3, width, 3, kernel_init=TORCH_DEFAULT_KERNEL_INIT,
-                      rngs=rngs)
+          f'`depth` must be one of {sorted(_STAGE_SIZES)}, got {depth}.'
+      )
+    self.conv1 = conv(
+        3, width, 3, kernel_init=TORCH_DEFAULT_KERNEL_INIT, rngs=rngs
+    )
     self.bn1 = batch_norm(width, rngs=rngs)
     stages, in_features = [], width
     for index, num_blocks in enumerate(_STAGE_SIZES[depth]):
-      out_features = width * 2 ** index
+      out_features = width * 2**index
       blocks = []
       for block in range(num_blocks):
         stride = 2 if index > 0 and block == 0 else 1

@@ -16,19 +16,24 @@ ResNet), which the paper runs with ``--no-batch-norm``:
   +-1/sqrt(64).
 """
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from experiments.models.resnet import KAIMING_NORMAL_FAN_IN
+from experiments.models.resnet import KAIMING_NORMAL_FAN_IN, torch_linear
 from experiments.models.resnet import batch_norm as _batch_norm
 from experiments.models.resnet import conv as _conv
-from experiments.models.resnet import torch_linear
 
 
 def _conv3x3(in_features, out_features, stride, rngs):
-  return _conv(in_features, out_features, 3, stride,
-               kernel_init=KAIMING_NORMAL_FAN_IN, rngs=rngs)
+  return _conv(
+      in_features,
+      out_features,
+      3,
+      stride,
+      kernel_init=KAIMING_NORMAL_FAN_IN,
+      rngs=rngs,
+  )
 
 
 def _maybe_norm(norm, x):
@@ -38,8 +43,15 @@ def _maybe_norm(norm, x):
 class BasicBlock(nnx.Module):
   """Two 3x3 convolutions around a parameter-free (option A) shortcut."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *,
-               batch_norm: bool, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      stride: int,
+      *,
+      batch_norm: bool,
+      rngs: nnx.Rngs,
+  ):
     self.conv1 = _conv3x3(in_features, out_features, stride, rngs)
     self.bn1 = _batch_norm(out_features, rngs=rngs) if batch_norm else None
     self.conv2 = _conv3x3(out_features, out_features, 1, rngs)
@@ -50,10 +62,11 @@ class BasicBlock(nnx.Module):
   def shortcut(self, x):
     if self.stride == 1 and self.new_channels == 0:
       return x
-    x = x[:, ::self.stride, ::self.stride, :]
+    x = x[:, :: self.stride, :: self.stride, :]
     before = self.new_channels // 2
     return jnp.pad(
-        x, ((0, 0), (0, 0), (0, 0), (before, self.new_channels - before)))
+        x, ((0, 0), (0, 0), (0, 0), (before, self.new_channels - before))
+    )
 
   def __call__(self, x):
     y = jax.nn.relu(_maybe_norm(self.bn1, self.conv1(x)))
@@ -83,8 +96,14 @@ class CifarResNet(nnx.Module):
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
   """
 
-  def __init__(self, depth: int = 20, *, num_classes: int = 10,
-               batch_norm: bool = True, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 20,
+      *,
+      num_classes: int = 10,
+      batch_norm: bool = True,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -104,13 +123,21 @@ class CifarResNet(nnx.Module):
       blocks = []
       for block in range(blocks_per_stage):
         stride = 2 if index > 0 and block == 0 else 1
-        blocks.append(BasicBlock(in_features, out_features, stride,
-                                 batch_norm=batch_norm, rngs=rngs))
+        blocks.append(
+            BasicBlock(
+                in_features,
+                out_features,
+                stride,
+                batch_norm=batch_norm,
+                rngs=rngs,
+            )
+        )
         in_features = out_features
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)
-    self.linear = torch_linear(64, num_classes, rngs=rngs,
-                               kernel_init=KAIMING_NORMAL_FAN_IN)
+    self.linear = torch_linear(
+        64, num_classes, rngs=rngs, kernel_init=KAIMING_NORMAL_FAN_IN
+    )
 
   def __call__(self, x):
     x = jax.nn.relu(_maybe_norm(self.bn1, self.conv1(x)))

@@ -9,8 +9,8 @@ asymmetrically and would shift every feature map by one pixel.
 
 import functools
 
-import jax
 from flax import nnx
+import jax
 
 
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -21,10 +21,15 @@ def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
 def _conv(in_features, out_features, kernel, stride, rngs):
   pad = kernel // 2
   return nnx.Conv(
-      in_features, out_features, (kernel, kernel), strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)), use_bias=False,
+      in_features,
+      out_features,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=False,
       kernel_init=nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-      rngs=rngs)
+      rngs=rngs,
+  )
 
 
 class Downsample(nnx.Module):
@@ -39,12 +44,13 @@ class Downsample(nnx.Module):
 
 
 class Bottleneck(nnx.Module):
-  """1x1 reduce, 3x3 (carrying the stride, as torchvision's v1.5), 1x1 expand."""
+  """1x1 reduce, 3x3 (with the stride, as torchvision's v1.5), 1x1 expand."""
 
   expansion = 4
 
-  def __init__(self, in_features: int, width: int, stride: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, in_features: int, width: int, stride: int, *, rngs: nnx.Rngs
+  ):
     out_features = width * self.expansion
     self.conv1 = _conv(in_features, width, 1, 1, rngs)
     self.bn1 = _batch_norm(width, rngs)
@@ -52,8 +58,11 @@ class Bottleneck(nnx.Module):
     self.bn2 = _batch_norm(width, rngs)
     self.conv3 = _conv(width, out_features, 1, 1, rngs)
     self.bn3 = _batch_norm(out_features, rngs)
-    self.downsample = (Downsample(in_features, out_features, stride, rngs=rngs)
-                       if stride != 1 or in_features != out_features else None)
+    self.downsample = (
+        Downsample(in_features, out_features, stride, rngs=rngs)
+        if stride != 1 or in_features != out_features
+        else None
+    )
 
   def __call__(self, x):
     shortcut = x if self.downsample is None else self.downsample(x)
@@ -72,8 +81,9 @@ class ResNet(nnx.Module):
     <https://arxiv.org/abs/1905.00546>`_, 2019 (the ``swsl`` weights).
   """
 
-  def __init__(self, stage_sizes=(3, 4, 6, 3), *, num_classes: int = 1000,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, stage_sizes=(3, 4, 6, 3), *, num_classes: int = 1000, rngs: nnx.Rngs
+  ):
     self.conv1 = _conv(3, 64, 7, 2, rngs)
     self.bn1 = _batch_norm(64, rngs)
     in_features = 64

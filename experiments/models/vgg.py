@@ -15,34 +15,54 @@ kuangliu's, about 14.7 M parameters for VGG-16 with BatchNorm).
 
 from collections.abc import Sequence
 
-import jax
 from flax import nnx
+import jax
 
-from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT
+from experiments.models.resnet import KAIMING_NORMAL_FAN_OUT, torch_linear
 from experiments.models.resnet import batch_norm as _batch_norm
 from experiments.models.resnet import conv as _conv
-from experiments.models.resnet import torch_linear
 
 # Output channels of each convolution, stage by stage (Simonyan and Zisserman's
 # configurations A, B, D and E); a max-pool ends every stage.
 _STAGES = {
     11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
     13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
-    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
-         (512, 512, 512)),
-    19: ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
-         (512, 512, 512, 512)),
+    16: (
+        (64, 64),
+        (128, 128),
+        (256, 256, 256),
+        (512, 512, 512),
+        (512, 512, 512),
+    ),
+    19: (
+        (64, 64),
+        (128, 128),
+        (256, 256, 256, 256),
+        (512, 512, 512, 512),
+        (512, 512, 512, 512),
+    ),
 }
 
 
 class ConvLayer(nnx.Module):
   """A 3x3 convolution with bias, an optional BatchNorm, and a ReLU."""
 
-  def __init__(self, in_features: int, out_features: int, *, batch_norm: bool,
-               rngs: nnx.Rngs):
-    self.conv = _conv(in_features, out_features, 3,
-                      kernel_init=KAIMING_NORMAL_FAN_OUT, use_bias=True,
-                      rngs=rngs)
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      *,
+      batch_norm: bool,
+      rngs: nnx.Rngs,
+  ):
+    self.conv = _conv(
+        in_features,
+        out_features,
+        3,
+        kernel_init=KAIMING_NORMAL_FAN_OUT,
+        use_bias=True,
+        rngs=rngs,
+    )
     self.bn = _batch_norm(out_features, rngs=rngs) if batch_norm else None
 
   def __call__(self, x):
@@ -69,10 +89,16 @@ class VGG(nnx.Module):
     image recognition <https://arxiv.org/abs/1409.1556>`_, ICLR 2015.
   """
 
-  def __init__(self, depth: int = 16, *, num_classes: int = 10,
-               batch_norm: bool = False,
-               classifier_widths: Sequence[int] = (512, 512),
-               dropout_rate: float = 0.5, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 16,
+      *,
+      num_classes: int = 10,
+      batch_norm: bool = False,
+      classifier_widths: Sequence[int] = (512, 512),
+      dropout_rate: float = 0.5,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -86,13 +112,17 @@ class VGG(nnx.Module):
     """
     if depth not in _STAGES:
       raise ValueError(
-          f'`depth` must be one of {sorted(_STAGES)}, got {depth}.')
+          f'`depth` must be one of {sorted(_STAGES)}, got {depth}.'
+      )
     stages, in_features = [], 3
     for widths in _STAGES[depth]:
       layers = []
       for out_features in widths:
-        layers.append(ConvLayer(in_features, out_features,
-                                batch_norm=batch_norm, rngs=rngs))
+        layers.append(
+            ConvLayer(
+                in_features, out_features, batch_norm=batch_norm, rngs=rngs
+            )
+        )
         in_features = out_features
       stages.append(nnx.List(layers))
     self.stages = nnx.List(stages)

@@ -8,9 +8,9 @@ mlp.fc1, mlp.fc2}``, ``norm``, ``head``) so that
 
 import functools
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 
 class Attention(nnx.Module):
@@ -44,8 +44,15 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
   """A pre-norm transformer block."""
 
-  def __init__(self, dim: int, num_heads: int, mlp_ratio: float,
-               dropout_rate: float, *, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      dim: int,
+      num_heads: int,
+      mlp_ratio: float,
+      dropout_rate: float,
+      *,
+      rngs: nnx.Rngs,
+  ):
     layer_norm = functools.partial(nnx.LayerNorm, epsilon=1e-6, rngs=rngs)
     self.norm1 = layer_norm(dim)
     self.attn = Attention(dim, num_heads, rngs=rngs)
@@ -69,10 +76,19 @@ class VisionTransformer(nnx.Module):
     ``vit_small_patch16_224`` (Wightman, pytorch-image-models).
   """
 
-  def __init__(self, *, num_classes: int = 1000, image_size: int = 224,
-               patch_size: int = 16, dim: int = 384, depth: int = 12,
-               num_heads: int = 6, mlp_ratio: float = 4.0,
-               dropout_rate: float = 0.0, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      *,
+      num_classes: int = 1000,
+      image_size: int = 224,
+      patch_size: int = 16,
+      dim: int = 384,
+      depth: int = 12,
+      num_heads: int = 6,
+      mlp_ratio: float = 4.0,
+      dropout_rate: float = 0.0,
+      rngs: nnx.Rngs,
+  ):
     self.patch_size = patch_size
     self.patch_embed = PatchEmbed(patch_size, dim, rngs=rngs)
     num_patches = (image_size // patch_size) ** 2
@@ -81,7 +97,8 @@ class VisionTransformer(nnx.Module):
     self.pos_embed = nnx.Param(init(rngs.params(), (1, num_patches + 1, dim)))
     self.blocks = nnx.List([
         Block(dim, num_heads, mlp_ratio, dropout_rate, rngs=rngs)
-        for _ in range(depth)])
+        for _ in range(depth)
+    ])
     self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
@@ -98,16 +115,23 @@ class PatchEmbed(nnx.Module):
   """Non-overlapping patches projected to tokens, in row-major patch order."""
 
   def __init__(self, patch_size: int, dim: int, *, rngs: nnx.Rngs):
-    self.proj = nnx.Conv(3, dim, (patch_size, patch_size),
-                         strides=(patch_size, patch_size), padding='VALID',
-                         rngs=rngs)
+    self.proj = nnx.Conv(
+        3,
+        dim,
+        (patch_size, patch_size),
+        strides=(patch_size, patch_size),
+        padding='VALID',
+        rngs=rngs,
+    )
 
   def __call__(self, images):
     x = self.proj(images)
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-vit_s16 = functools.partial(VisionTransformer, patch_size=16, dim=384,
-                            depth=12, num_heads=6)
-vit_tiny_test = functools.partial(VisionTransformer, image_size=32,
-                                  patch_size=8, dim=32, depth=2, num_heads=2)
+vit_s16 = functools.partial(
+    VisionTransformer, patch_size=16, dim=384, depth=12, num_heads=6
+)
+vit_tiny_test = functools.partial(
+    VisionTransformer, image_size=32, patch_size=8, dim=32, depth=2, num_heads=2
+)

@@ -18,8 +18,8 @@ the same network for every width of 2 or more (17.2 M parameters, not
 WRN-16-8's published 11.0 M).
 """
 
-import jax
 from flax import nnx
+import jax
 
 from experiments.models.resnet import KAIMING_NORMAL_FAN_IN
 from experiments.models.resnet import batch_norm as _batch_norm
@@ -27,24 +27,45 @@ from experiments.models.resnet import conv as _conv
 
 
 def _conv3x3(in_features, out_features, stride, rngs):
-  return _conv(in_features, out_features, 3, stride,
-               kernel_init=KAIMING_NORMAL_FAN_IN, rngs=rngs)
+  return _conv(
+      in_features,
+      out_features,
+      3,
+      stride,
+      kernel_init=KAIMING_NORMAL_FAN_IN,
+      rngs=rngs,
+  )
 
 
 class WideBlock(nnx.Module):
   """A pre-activation unit with dropout between its two 3x3 convolutions."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *,
-               dropout_rate: float, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      stride: int,
+      *,
+      dropout_rate: float,
+      rngs: nnx.Rngs,
+  ):
     self.bn1 = _batch_norm(in_features, rngs=rngs)
     self.conv1 = _conv3x3(in_features, out_features, stride, rngs)
     self.bn2 = _batch_norm(out_features, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     self.conv2 = _conv3x3(out_features, out_features, 1, rngs)
     self.shortcut = (
-        _conv(in_features, out_features, 1, stride,
-              kernel_init=KAIMING_NORMAL_FAN_IN, rngs=rngs)
-        if stride != 1 or in_features != out_features else None)
+        _conv(
+            in_features,
+            out_features,
+            1,
+            stride,
+            kernel_init=KAIMING_NORMAL_FAN_IN,
+            rngs=rngs,
+        )
+        if stride != 1 or in_features != out_features
+        else None
+    )
 
   def __call__(self, x):
     activated = jax.nn.relu(self.bn1(x))
@@ -69,9 +90,15 @@ class WideResNet(nnx.Module):
     <https://arxiv.org/abs/1605.07146>`_, BMVC 2016.
   """
 
-  def __init__(self, depth: int = 16, width: int = 8, *,
-               num_classes: int = 10, dropout_rate: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      depth: int = 16,
+      width: int = 8,
+      *,
+      num_classes: int = 10,
+      dropout_rate: float = 0.0,
+      rngs: nnx.Rngs,
+  ):
     """Builds the network.
 
     Args:
@@ -87,19 +114,30 @@ class WideResNet(nnx.Module):
     self.conv1 = _conv3x3(3, 16, 1, rngs)
     stages, in_features = [], 16
     for index in range(3):
-      out_features = 16 * width * 2 ** index
+      out_features = 16 * width * 2**index
       units = []
       for unit in range(units_per_stage):
         stride = 2 if index > 0 and unit == 0 else 1
-        units.append(WideBlock(in_features, out_features, stride,
-                               dropout_rate=dropout_rate, rngs=rngs))
+        units.append(
+            WideBlock(
+                in_features,
+                out_features,
+                stride,
+                dropout_rate=dropout_rate,
+                rngs=rngs,
+            )
+        )
         in_features = out_features
       stages.append(nnx.List(units))
     self.stages = nnx.List(stages)
     self.bn = _batch_norm(in_features, rngs=rngs)
-    self.linear = nnx.Linear(in_features, num_classes,
-                             kernel_init=nnx.initializers.zeros,
-                             bias_init=nnx.initializers.zeros, rngs=rngs)
+    self.linear = nnx.Linear(
+        in_features,
+        num_classes,
+        kernel_init=nnx.initializers.zeros,
+        bias_init=nnx.initializers.zeros,
+        rngs=rngs,
+    )
 
   def __call__(self, x):
     x = self.conv1(x)

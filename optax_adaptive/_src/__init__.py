@@ -1,1 +1,1 @@
-"""The implementation of optax_adaptive; import the public API from the package."""
+"""optax_adaptive's implementation; import the public API from the package."""

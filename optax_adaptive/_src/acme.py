@@ -1,4 +1,4 @@
-"""ACME: a step size adapted from a second evaluation of the loss and a cubic fit.
+"""ACME: a step size adapted from a second loss evaluation and a cubic fit.
 
 Each step evaluates the loss and its gradient at the current parameters and
 again at a look-ahead point on the same minibatch (a third time with ASAM, at an
@@ -8,11 +8,11 @@ code drives this with a closure and Python branches; here every branch is a
 ``jnp.where`` on device values, so a step is one compiled program.
 """
 
+from collections.abc import Callable
 import enum
 import functools
 import inspect
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 
 class AcmeBranch(enum.IntEnum):
@@ -31,6 +30,7 @@ class AcmeBranch(enum.IntEnum):
   The rows 0 to 7 are numbered as the authors' code numbers them (its ``cod``),
   so a run can be compared with theirs row for row.
   """
+
   REJECTED = -2  # a non-finite quantity: the step was rejected
   NO_ACME = -1  # `acme=False` (the rate is not adapted), or no step yet
   NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
@@ -67,6 +67,7 @@ class AcmeState(NamedTuple):
       step, -2 for a rejected step).
     num_rejected: number of steps rejected for a non-finite quantity.
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
   nu: optax.Updates | None
@@ -84,7 +85,8 @@ def _widened(tree):
   sums and steps are computed in float32 (float64 stays float64).
   """
   return jax.tree.map(
-      lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree)
+      lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree
+  )
 
 
 def _divide(numerator, denominator):
@@ -100,8 +102,9 @@ def _divide(numerator, denominator):
 
 def _tree_sum(tree, dtype) -> jax.Array:
   """The sum of every element of every leaf; 0 for a tree without leaves."""
-  return sum((jnp.sum(x) for x in jax.tree.leaves(tree)),
-             start=jnp.zeros([], dtype))
+  return sum(
+      (jnp.sum(x) for x in jax.tree.leaves(tree)), start=jnp.zeros([], dtype)
+  )
 
 
 def _weighted_sum(a, b, denominators) -> jax.Array:
@@ -111,6 +114,7 @@ def _weighted_sum(a, b, denominators) -> jax.Array:
   and the damping factor are differences of these sums, which bfloat16's three
   significant digits would swamp (the authors' code sums in float64).
   """
+
   def term(x, y, d):
     dtype = jnp.promote_types(jnp.result_type(x, y, d), jnp.float32)
     return _divide(x.astype(dtype) * y.astype(dtype), jnp.asarray(d, dtype))
@@ -122,8 +126,10 @@ def _weighted_sum(a, b, denominators) -> jax.Array:
 
 def _all_finite(tree) -> jax.Array:
   return jax.tree.reduce(
-      jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree),
-      jnp.asarray(True))
+      jnp.logical_and,
+      jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree),
+      jnp.asarray(True),
+  )
 
 
 def _value_fn_kwargs(value_fn, extra_args) -> dict[str, Any]:
@@ -146,14 +152,18 @@ def _refuse_masked(params) -> None:
   the inner transformation the parameters with ``MaskedNode`` in place of the
   others, which no loss function can be evaluated at.
   """
-  is_masked = lambda x: isinstance(x, optax.MaskedNode)  # pylint: disable=unnecessary-lambda-assignment
+
+  def is_masked(x):
+    return isinstance(x, optax.MaskedNode)
+
   if any(is_masked(x) for x in jax.tree.leaves(params, is_leaf=is_masked)):
     raise ValueError(
         'acme must see every parameter: it evaluates the loss at a new point '
         'of all of them, and optax.masked, optax.multi_transform and '
         'optax.partition pass it only a part. Apply acme to the whole tree; '
         'to freeze parameters, wrap them in `jax.lax.stop_gradient` in the '
-        'loss, or give them their own optimizer in a separate step.')
+        'loss, or give them their own optimizer in a separate step.'
+    )
 
 
 def _check_schedule_steps(value):
@@ -167,7 +177,8 @@ def _check_schedule_steps(value):
     if np.ndim(value) != 0 or not jnp.issubdtype(value.dtype, jnp.integer):
       raise ValueError(
           '`schedule_steps` must be an integer >= 1, got an array of shape '
-          f'{np.shape(value)} and dtype {value.dtype}.')
+          f'{np.shape(value)} and dtype {value.dtype}.'
+      )
     if isinstance(value, jax.core.Tracer):
       return value
     value = value.item()
@@ -184,8 +195,11 @@ def _fitted_rates(diff, slope0, slope1, lr):
     c3 = -slope0
     a2_new, b2_new = -slope1 / lr - diff / lr**2, slope1 + 2 * diff / lr
     a2_old, b2_old = slope0 / lr + diff / lr**2, -slope0
-    return ((-b3 + jnp.sqrt(b3**2 - 3 * a3 * c3)) / (3 * a3),
-            -b2_new / a2_new / 2, -b2_old / a2_old / 2)
+    return (
+        (-b3 + jnp.sqrt(b3**2 - 3 * a3 * c3)) / (3 * a3),
+        -b2_new / a2_new / 2,
+        -b2_old / a2_old / 2,
+    )
   # Below float64, lr**3 leaves the range for rates under about 1e-10 or over
   # about 1e10: the same fits in units x = rate / lr, where the slopes are
   # s * lr and every minimiser is in [0, 1].
@@ -221,36 +235,56 @@ def step_size_table(loss0, loss1, slope0, slope1, learning_rate, b1):
   significant = jnp.abs(diff) > jnp.maximum(loss0, loss1) / _SIGNIFICANCE
   cubic, parabola_new, parabola_old = _fitted_rates(diff, slope0, slope1, lr)
 
-  cubic_branch = jnp.where(better, AcmeBranch.CUBIC_BETTER,
-                           AcmeBranch.CUBIC_WORSE)
+  cubic_branch = jnp.where(
+      better, AcmeBranch.CUBIC_BETTER, AcmeBranch.CUBIC_WORSE
+  )
   branch = jnp.select(
-      [~significant,
-       (slope0 > 0) & (slope1 < 0),
-       better & (slope1 < 0),
-       ~better & (slope0 > 0),
-       better & (slope0 > 0) & (slope1 > 0),
-       ~better & (slope0 < 0) & (slope1 < 0)],
-      [AcmeBranch.NOT_SIGNIFICANT, cubic_branch, AcmeBranch.PARABOLA_NEW,
-       AcmeBranch.PARABOLA_OLD, AcmeBranch.GROW, AcmeBranch.SHRINK],
-      default=AcmeBranch.OTHERWISE)
+      [
+          ~significant,
+          (slope0 > 0) & (slope1 < 0),
+          better & (slope1 < 0),
+          ~better & (slope0 > 0),
+          better & (slope0 > 0) & (slope1 > 0),
+          ~better & (slope0 < 0) & (slope1 < 0),
+      ],
+      [
+          AcmeBranch.NOT_SIGNIFICANT,
+          cubic_branch,
+          AcmeBranch.PARABOLA_NEW,
+          AcmeBranch.PARABOLA_OLD,
+          AcmeBranch.GROW,
+          AcmeBranch.SHRINK,
+      ],
+      default=AcmeBranch.OTHERWISE,
+  )
   keep = jnp.where(better, lr, 0.0)
   fitted = jnp.select(
-      [(branch == AcmeBranch.CUBIC_BETTER) | (branch == AcmeBranch.CUBIC_WORSE),
-       branch == AcmeBranch.PARABOLA_NEW,
-       branch == AcmeBranch.PARABOLA_OLD],
+      [
+          (branch == AcmeBranch.CUBIC_BETTER)
+          | (branch == AcmeBranch.CUBIC_WORSE),
+          branch == AcmeBranch.PARABOLA_NEW,
+          branch == AcmeBranch.PARABOLA_OLD,
+      ],
       [cubic, parabola_new, parabola_old],
-      default=keep)
+      default=keep,
+  )
   new = jnp.select(
-      [branch == AcmeBranch.NOT_SIGNIFICANT,
-       branch == AcmeBranch.GROW,
-       branch == AcmeBranch.SHRINK,
-       branch == AcmeBranch.OTHERWISE],
-      [jnp.where(better, 2 * lr, lr),
-       jnp.minimum(lr * (1 + slope1 / slope0), lr * (2 - b1) / (1 - b1)),
-       jnp.maximum(-lr * slope1 / slope0, lr * (0.5 - b1) / (1 - b1)),
-       keep],
-      default=fitted)
+      [
+          branch == AcmeBranch.NOT_SIGNIFICANT,
+          branch == AcmeBranch.GROW,
+          branch == AcmeBranch.SHRINK,
+          branch == AcmeBranch.OTHERWISE,
+      ],
+      [
+          jnp.where(better, 2 * lr, lr),
+          jnp.minimum(lr * (1 + slope1 / slope0), lr * (2 - b1) / (1 - b1)),
+          jnp.maximum(-lr * slope1 / slope0, lr * (0.5 - b1) / (1 - b1)),
+          keep,
+      ],
+      default=fitted,
+  )
   return new, fitted, branch
+
 
 def acme(
     learning_rate: float = 1e-3,
@@ -419,7 +453,8 @@ def acme(
     raise ValueError(
         '`learning_rate` of acme is the initial rate, a float: acme adapts the '
         'rate itself, and its leap follows an internal cosine factor over '
-        '`schedule_steps`.')
+        '`schedule_steps`.'
+    )
   validation.check_positive('learning_rate', learning_rate)
   validation.check_beta('b1', b1)
   validation.check_beta('b2', b2)
@@ -450,17 +485,20 @@ def acme(
     cosine = (1 + jnp.cos(math.pi * t / schedule_steps)) / 2
     return _SCHEDULE_FLOOR + (1 - _SCHEDULE_FLOOR) * cosine
 
-  def update_fn(updates, state, params=None, *, value=None, value_fn=None,
-                **extra_args):
+  def update_fn(
+      updates, state, params=None, *, value=None, value_fn=None, **extra_args
+  ):
     if params is None or value is None or value_fn is None:
       raise ValueError(
           'acme needs the parameters, the loss and a way to re-evaluate it: '
           'call `update(grads, state, params, value=loss, value_fn=f)` with '
-          '`f(params)` the loss on the same minibatch (see `acme_step`).')
+          '`f(params)` the loss on the same minibatch (see `acme_step`).'
+      )
     _refuse_masked(params)
     validation.check_scalar_loss(value, 'acme')
     value_and_grad = jax.value_and_grad(
-        functools.partial(value_fn, **_value_fn_kwargs(value_fn, extra_args)))
+        functools.partial(value_fn, **_value_fn_kwargs(value_fn, extra_args))
+    )
 
     def loss_and_grad(wide_params):
       """The loss and its gradient at a point computed in float32 or wider."""
@@ -504,8 +542,12 @@ def acme(
       mu = optax.tree.update_moment(damped, mu, b1, 1)
       if adam:
         nu = optax.tree.update_moment_per_elem_norm(damped, nu, b2, 2)
-      finite = (jnp.isfinite(pg) & jnp.isfinite(pp) & jnp.isfinite(gg)
-                & storable(mu, nu))
+      finite = (
+          jnp.isfinite(pg)
+          & jnp.isfinite(pp)
+          & jnp.isfinite(gg)
+          & storable(mu, nu)
+      )
       return mu, nu, finite
 
     # The authors initialise the moments once, when the state is empty; a
@@ -516,19 +558,21 @@ def acme(
     if adam:
       # A leaf without elements has a NaN mean square and nothing to fill.
       first_nu = jax.tree.map(
-          lambda g: jnp.full_like(g, jnp.mean(jnp.square(g))), grads0)
+          lambda g: jnp.full_like(g, jnp.mean(jnp.square(g))), grads0
+      )
       nu0 = optax.tree.where(initialized, _widened(state.nu), first_nu)
     start_finite = initialized | storable(mu0, nu0)
 
     direction_grads = grads0
     if asam:
-      h = (jax.tree.map(_divide, grads0, denominators(nu0)) if adam
-           else grads0)
+      h = jax.tree.map(_divide, grads0, denominators(nu0)) if adam else grads0
       mask = asam_mask(params) if callable(asam_mask) else asam_mask
       mask = _default_asam_mask(params) if mask is None else mask
       weights = jax.tree.map(
           lambda p, is_weight: jnp.abs(p) + eta if is_weight else 1.0,
-          params0, mask)
+          params0,
+          mask,
+      )
       hw = jax.tree.map(jnp.multiply, h, weights)
       norm = optax.tree.norm(hw) + 1e-16
       perturbation = jax.tree.map(lambda x, w: rho * x * w / norm, hw, weights)
@@ -537,14 +581,21 @@ def acme(
     mu1, nu1, avg_finite = average(mu0, nu0, direction_grads)
     look_denominators = denominators(nu1)
     look_scale = b1 if (nesterov and not use_acme) else 1.0
-    params1 = jax.tree.map(lambda p, m, d: p - lr * look_scale * _divide(m, d),
-                           params0, mu1, look_denominators)
+    params1 = jax.tree.map(
+        lambda p, m, d: p - lr * look_scale * _divide(m, d),
+        params0,
+        mu1,
+        look_denominators,
+    )
 
     if not use_acme:
       if nesterov:
         params1 = jax.tree.map(
             lambda p, g, d: p - lr * (1 - b1) * _divide(g, d),
-            params1, direction_grads, look_denominators)
+            params1,
+            direction_grads,
+            look_denominators,
+        )
       params1 = optax.tree.scale(1 - lr * weight_decay, params1)
       # The loss is not read here, but a non-finite one means the gradient
       # cannot be trusted either: reject, as with ``acme``.
@@ -559,21 +610,34 @@ def acme(
       pp = _weighted_sum(mu1, mu1, look_denominators)
       gg = _weighted_sum(grads1, grads1, look_denominators)
       target_lr, fitted_lr, branch = step_size_table(
-          loss0, loss1, slope0, slope1, lr, b1)
+          loss0, loss1, slope0, slope1, lr, b1
+      )
 
       worse = loss1 > loss0
-      gamma = (2 * (1 - b1) / (1 + b1) * (1 + 2 * b1) / (2 - b1)
-               * state.schedule_factor)
+      gamma = (
+          2
+          * (1 - b1)
+          / (1 + b1)
+          * (1 + 2 * b1)
+          / (2 - b1)
+          * state.schedule_factor
+      )
       leap = jnp.where(worse, fitted_lr, lr) * gamma
       leap_scale = b1 if nesterov else 1.0
       new_params = jax.tree.map(
           lambda p, m, d: p - leap * leap_scale * _divide(m, d),
-          params0, mu1, look_denominators)
+          params0,
+          mu1,
+          look_denominators,
+      )
       if nesterov:
         nesterov_grads = optax.tree.where(worse, grads0, grads1)
         new_params = jax.tree.map(
             lambda p, g, d: p - leap * (1 - b1) * _divide(g, d),
-            new_params, nesterov_grads, look_denominators)
+            new_params,
+            nesterov_grads,
+            look_denominators,
+        )
       new_params = optax.tree.scale(1 - leap * weight_decay, new_params)
       new_lr = jnp.minimum(b1 * lr + (1 - b1) * target_lr, max_learning_rate)
       schedule_factor = internal_schedule(t)
@@ -582,43 +646,64 @@ def acme(
       mu2, nu2, second_avg_finite = average(mu1, nu1, grads1)
       mu = optax.tree.where(improved, mu2, mu1)
       nu = optax.tree.where(improved, nu2, nu1) if adam else None
-      accepted = (avg_finite & jnp.isfinite(loss0) & jnp.isfinite(loss1)
-                  & jnp.isfinite(slope0) & jnp.isfinite(slope1)
-                  & jnp.isfinite(lr) & jnp.isfinite(pp) & jnp.isfinite(gg)
-                  & jnp.isfinite(new_lr)
-                  & (second_avg_finite | ~improved))
+      accepted = (
+          avg_finite
+          & jnp.isfinite(loss0)
+          & jnp.isfinite(loss1)
+          & jnp.isfinite(slope0)
+          & jnp.isfinite(slope1)
+          & jnp.isfinite(lr)
+          & jnp.isfinite(pp)
+          & jnp.isfinite(gg)
+          & jnp.isfinite(new_lr)
+          & (second_avg_finite | ~improved)
+      )
 
     # A rejected step keeps the parameters and decays the moments it had
     # reached; moments that a non-finite value spoiled are those from before
     # the step (the state's, or the initial ones).
     kept_mu = optax.tree.where(
-        avg_finite, mu1, optax.tree.where(start_finite, mu0, state.mu))
+        avg_finite, mu1, optax.tree.where(start_finite, mu0, state.mu)
+    )
     rejected_mu = optax.tree.scale(1 - b1, kept_mu)
     new_mu = optax.tree.where(accepted, mu, rejected_mu)
     new_nu = None
     if adam:
       kept_nu = optax.tree.where(
-          avg_finite, nu1, optax.tree.where(start_finite, nu0, state.nu))
+          avg_finite, nu1, optax.tree.where(start_finite, nu0, state.nu)
+      )
       new_nu = optax.tree.cast_like(
-          optax.tree.where(accepted, nu, kept_nu), state.nu)
+          optax.tree.where(accepted, nu, kept_nu), state.nu
+      )
     new_params = optax.tree.where(accepted, new_params, params0)
     new_state = AcmeState(
         count=optax.safe_increment(state.count),
         mu=optax.tree.cast_like(new_mu, state.mu),
         nu=new_nu,
         adapted_learning_rate=jnp.where(accepted, new_lr, b1 * lr).astype(
-            lr.dtype),
-        step=jnp.where(accepted, jnp.maximum(state.step, 1) + 1,
-                       start_finite.astype(jnp.int32)).astype(jnp.int32),
+            lr.dtype
+        ),
+        step=jnp.where(
+            accepted,
+            jnp.maximum(state.step, 1) + 1,
+            start_finite.astype(jnp.int32),
+        ).astype(jnp.int32),
         schedule_factor=jnp.where(
-            accepted, schedule_factor,
-            1.0 if use_acme else state.schedule_factor).astype(lr.dtype),
+            accepted,
+            schedule_factor,
+            1.0 if use_acme else state.schedule_factor,
+        ).astype(lr.dtype),
         branch=jnp.where(accepted, branch, AcmeBranch.REJECTED).astype(
-            jnp.int32),
+            jnp.int32
+        ),
         num_rejected=state.num_rejected + (~accepted).astype(jnp.int32),
     )
-    new_updates = jax.tree.map(lambda new, old, p: (new - old).astype(p.dtype),
-                               new_params, params0, params)
+    new_updates = jax.tree.map(
+        lambda new, old, p: (new - old).astype(p.dtype),
+        new_params,
+        params0,
+        params,
+    )
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -643,14 +728,16 @@ def _check_donatable(params, opt_state) -> None:
             'parameters and the optimizer state to the step, so the arrays '
             'passed to one call cannot be used again. Pass the ones the call '
             'returned, or pass copies (`jax.tree.map(jnp.copy, params)`) '
-            'where you need to keep the originals.')
+            'where you need to keep the originals.'
+        )
       if id(leaf) in seen:
         raise ValueError(
             f'{seen[id(leaf)]} and {where} are the same array: acme_step '
             'donates the buffers of the parameters and the optimizer state, '
             'and one buffer cannot be donated twice. For tied weights keep '
             'one leaf and use it in both places in the model, or pass copies '
-            '(`jax.tree.map(jnp.copy, params)`).')
+            '(`jax.tree.map(jnp.copy, params)`).'
+        )
       seen[id(leaf)] = where
 
 
@@ -690,13 +777,16 @@ def acme_step(
     >>> print(f'{state.adapted_learning_rate:.3f}')  # both slopes descend: GROW
     0.110
   """
+
   def step(params, opt_state, *batch):
     if has_aux:
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, *batch)
+          params, *batch
+      )
 
       def value_fn(p):
         return loss_fn(p, *batch)[0]
+
     else:
       loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
       aux = None
@@ -704,8 +794,9 @@ def acme_step(
       def value_fn(p):
         return loss_fn(p, *batch)
 
-    updates, opt_state = optimizer.update(grads, opt_state, params,
-                                          value=loss, value_fn=value_fn)
+    updates, opt_state = optimizer.update(
+        grads, opt_state, params, value=loss, value_fn=value_fn
+    )
     return optax.apply_updates(params, updates), opt_state, loss, aux
 
   jitted_step = jax.jit(step, donate_argnums=(0, 1))

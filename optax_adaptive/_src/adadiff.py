@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 
 class ScaleByAdaDiffState(NamedTuple):
@@ -25,6 +24,7 @@ class ScaleByAdaDiffState(NamedTuple):
       ``accumulate_eps`` it also holds every step's ``eps``.
     previous_updates: the previous step's gradient (zero before the first).
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
   nu: optax.Updates
@@ -112,6 +112,7 @@ def scale_by_adadiff(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = optax.safe_increment(state.count)
+
     # An entry is usable when every square it feeds the second moment stays
     # finite in its dtype: |g| <= sqrt(max) / 3 bounds g^2 + (g - g_prev)^2 by
     # 5/9 of the largest float, as g_prev passed the same test; and when the
@@ -119,8 +120,9 @@ def scale_by_adadiff(
     # test of g alone keeps the old g_prev out of the passes that update m and
     # the parameters.
     def usable_entries(g, m, v):
-      limit = min(math.sqrt(jnp.finfo(v.dtype).max) / 3,
-                  float(jnp.finfo(m.dtype).max))
+      limit = min(
+          math.sqrt(jnp.finfo(v.dtype).max) / 3, float(jnp.finfo(m.dtype).max)
+      )
       # Compared in the second moment's dtype, where the limit is finite.
       return jnp.abs(g.astype(jnp.promote_types(g.dtype, v.dtype))) <= limit
 
@@ -142,25 +144,31 @@ def scale_by_adadiff(
       return jnp.where(ok & (v >= 0), g, g_prev)
 
     mu = jax.tree.map(first_moment, usable, updates, state.mu)
-    nu = jax.tree.map(second_moment, usable, updates, state.previous_updates,
-                      state.nu)
+    nu = jax.tree.map(
+        second_moment, usable, updates, state.previous_updates, state.nu
+    )
     previous_updates = jax.tree.map(
-        remembered_gradient, usable,
+        remembered_gradient,
+        usable,
         optax.tree.cast_like(updates, state.previous_updates),
-        state.previous_updates, nu)
+        state.previous_updates,
+        nu,
+    )
     if accumulate_eps:
       step_size = jnp.sqrt(1 - b2**count) / (1 - b1**count)
       new_updates = jax.tree.map(
-          lambda m, v: step_size * m / jnp.sqrt(v), mu, nu)
+          lambda m, v: step_size * m / jnp.sqrt(v), mu, nu
+      )
     else:
       mu_hat = optax.tree.bias_correction(mu, b1, count)
       nu_hat = optax.tree.bias_correction(nu, b2, count)
       new_updates = jax.tree.map(
-          lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+          lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat
+      )
     # A step that is not finite (eps = 0 with a zero second moment) is zero.
     new_updates = jax.tree.map(
-        lambda ok, u: jnp.where(ok & jnp.isfinite(u), u, 0),
-        usable, new_updates)
+        lambda ok, u: jnp.where(ok & jnp.isfinite(u), u, 0), usable, new_updates
+    )
     new_updates = optax.tree.cast_like(new_updates, updates)
     return new_updates, ScaleByAdaDiffState(
         count=count,
@@ -237,7 +245,13 @@ def adadiff(
   validation.check_non_negative('weight_decay', weight_decay)
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
-      scale_by_adadiff(b1=b1, b2=b2, eps=eps, accumulate_eps=accumulate_eps,
-                       mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+      scale_by_adadiff(
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          accumulate_eps=accumulate_eps,
+          mu_dtype=mu_dtype,
+          nu_dtype=nu_dtype,
+      ),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -1,14 +1,13 @@
 """AdaGrad-Norm: a step size shrinking with the accumulated gradient norm."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 _GRANULARITIES = ('global', 'rows')
 
@@ -22,6 +21,7 @@ class ScaleByAdaGradNormState(NamedTuple):
       ``'rows'``, per leaf, one value per output unit (shaped to broadcast
       against the leaf) or one per element for leaves of rank < 2.
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   # shape=() with 'global', the default float dtype; a tree with 'rows'.
   accumulator: chex.Array | optax.Updates
@@ -33,7 +33,8 @@ def _output_axis(axis) -> int:
     raise ValueError(
         '`axis` shapes the accumulators, so `init` must see its value: under '
         '`optax.inject_hyperparams`, call `init` outside `jax.jit` (its '
-        '`update` jits with `axis` injected), or name `axis` in `static_args`.')
+        '`update` jits with `axis` injected), or name `axis` in `static_args`.'
+    )
   return axis
 
 
@@ -41,8 +42,9 @@ def _check_output_axis(params, axis: int) -> None:
   for path, leaf in jax.tree.leaves_with_path(params):
     if leaf.ndim >= 2 and not -leaf.ndim <= axis < leaf.ndim:
       raise ValueError(
-          f'`axis` must index an axis of every parameter of rank >= 2, got '
-          f'{axis} for {jax.tree_util.keystr(path)} of shape {leaf.shape}.')
+          '`axis` must index an axis of every parameter of rank >= 2, got '
+          f'{axis} for {jax.tree_util.keystr(path)} of shape {leaf.shape}.'
+      )
 
 
 def _row_axes(ndim: int, axis: int) -> tuple[int, ...]:
@@ -115,13 +117,16 @@ def scale_by_adagrad_norm(
     initial = numerics.default_float(b0) ** 2
     if granularity == 'global':
       return ScaleByAdaGradNormState(
-          count=jnp.zeros([], jnp.int32), accumulator=initial)
+          count=jnp.zeros([], jnp.int32), accumulator=initial
+      )
     output_axis = _output_axis(axis)
     _check_output_axis(params, output_axis)
 
     def leaf_accumulator(p):
-      shape = tuple(1 if a in _row_axes(p.ndim, output_axis) else n
-                    for a, n in enumerate(p.shape))
+      shape = tuple(
+          1 if a in _row_axes(p.ndim, output_axis) else n
+          for a, n in enumerate(p.shape)
+      )
       dtype = numerics.moment_dtype(p.dtype)
       if shape == p.shape:
         # Elementwise: `full_like` keeps the parameter's sharding.
@@ -130,7 +135,8 @@ def scale_by_adagrad_norm(
 
     return ScaleByAdaGradNormState(
         count=jnp.zeros([], jnp.int32),
-        accumulator=jax.tree.map(leaf_accumulator, params))
+        accumulator=jax.tree.map(leaf_accumulator, params),
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -138,13 +144,17 @@ def scale_by_adagrad_norm(
     if granularity == 'global':
       # Squared in the accumulator's dtype: a float16 norm overflows at 256.
       squared_norm = optax.tree.norm(
-          optax.tree.cast(updates, state.accumulator.dtype), squared=True)
+          optax.tree.cast(updates, state.accumulator.dtype), squared=True
+      )
       accumulator = (state.accumulator + squared_norm).astype(
-          state.accumulator.dtype)
+          state.accumulator.dtype
+      )
       usable = jnp.isfinite(accumulator)
       accumulator = jnp.where(usable, accumulator, state.accumulator)
       denominator = jnp.sqrt(accumulator) + eps
-      updates = numerics.scale_finite_entries(updates, 1.0 / denominator, usable)
+      updates = numerics.scale_finite_entries(
+          updates, 1.0 / denominator, usable
+      )
       return updates, ScaleByAdaGradNormState(count, accumulator)
 
     def leaf_increment(g, acc):
@@ -157,19 +167,27 @@ def scale_by_adagrad_norm(
       return jnp.sum(squares, axis=summed, keepdims=True)
 
     increments = jax.tree.map(leaf_increment, updates, state.accumulator)
-    usable = jax.tree.map(lambda acc, inc: jnp.isfinite(acc + inc),
-                          state.accumulator, increments)
+    usable = jax.tree.map(
+        lambda acc, inc: jnp.isfinite(acc + inc), state.accumulator, increments
+    )
     # Adding a zero increment rather than selecting the old accumulator: under
     # explicit sharding a select needs both sides sharded alike, and the
     # increment takes its gradient's sharding while the initial accumulator
     # may not.
     accumulator = jax.tree.map(
         lambda acc, inc, ok: acc + jnp.where(ok, inc, 0),
-        state.accumulator, increments, usable)
+        state.accumulator,
+        increments,
+        usable,
+    )
     updates = jax.tree.map(
-        lambda g, acc, ok: jnp.where(
-            ok, g / (jnp.sqrt(acc) + eps), 0).astype(g.dtype),
-        updates, accumulator, usable)
+        lambda g, acc, ok: jnp.where(ok, g / (jnp.sqrt(acc) + eps), 0).astype(
+            g.dtype
+        ),
+        updates,
+        accumulator,
+        usable,
+    )
     return updates, ScaleByAdaGradNormState(count, accumulator)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

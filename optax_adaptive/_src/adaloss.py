@@ -1,4 +1,4 @@
-"""AdaLoss: a step size :math:`\\eta / b_t` with :math:`b_t^2` accumulating the loss.
+"""AdaLoss: a step size :math:`\\eta / b_t`; :math:`b_t^2` accumulates the loss.
 
 AdaLoss (Wu, Xie, Du and Ward, AAAI 2022) divides the learning rate by
 :math:`b_t`, where :math:`b_t^2` accumulates the *loss*: one scalar of state,
@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 
 class ScaleByAdaLossState(NamedTuple):
@@ -26,6 +25,7 @@ class ScaleByAdaLossState(NamedTuple):
     scale: the last step's factor :math:`1 / b_t`; the effective step size is
       the learning rate times ``scale``.
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   accumulator: chex.Array  # shape=(), the default float dtype.
   scale: chex.Array  # shape=(), the default float dtype.
@@ -36,7 +36,7 @@ def scale_by_adaloss(
     alpha: float = 1.0,
     c: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Rescales updates by :math:`1/b_t`, where :math:`b_t^2` accumulates the loss.
+  r"""Rescales updates by :math:`1/b_t`; :math:`b_t^2` accumulates the loss.
 
   With :math:`L_t` the loss of step :math:`t` (passed to ``update`` as
   ``value``):
@@ -104,10 +104,12 @@ def scale_by_adaloss(
     if value is None:
       raise ValueError(
           'scale_by_adaloss needs the loss of the step: call '
-          '`update(grads, state, params, value=loss)`.')
+          '`update(grads, state, params, value=loss)`.'
+      )
     validation.check_scalar_loss(value, 'scale_by_adaloss')
     accumulator = (state.accumulator + alpha * jnp.abs(value - c)).astype(
-        state.accumulator.dtype)
+        state.accumulator.dtype
+    )
     usable = jnp.isfinite(accumulator)
     accumulator = jnp.where(usable, accumulator, state.accumulator)
     scale = jax.lax.rsqrt(accumulator)
@@ -180,4 +182,3 @@ def adaloss(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
-

@@ -25,7 +25,8 @@ def moment_dtype(param_dtype, dtype=None) -> jnp.dtype:
 def zeros_like_moments(params, dtype=None):
   """Zeros shaped like each leaf, in `moment_dtype` of that leaf's dtype."""
   return jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=moment_dtype(p.dtype, dtype)), params)
+      lambda p: jnp.zeros_like(p, dtype=moment_dtype(p.dtype, dtype)), params
+  )
 
 
 def scale_finite_entries(tree, scale, usable=True):
@@ -35,6 +36,7 @@ def scale_finite_entries(tree, scale, usable=True):
   `usable` (a scalar or an array that broadcasts against the leaf) is False.
   `jnp.where` rather than a multiplication by zero: `0 * nan` is NaN.
   """
+
   def scale_leaf(x):
     scaled = x * scale
     return jnp.where(usable & jnp.isfinite(scaled), scaled, 0).astype(x.dtype)

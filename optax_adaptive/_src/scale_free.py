@@ -21,14 +21,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
 
 
 class ScheduledWeightDecayState(NamedTuple):
-  """State of :func:`add_decoupled_weight_decay` and :func:`proximal_weight_decay`.
+  """State of :func:`add_decoupled_weight_decay`/:func:`proximal_weight_decay`.
 
   Attributes:
     count: number of steps taken.
@@ -37,6 +36,7 @@ class ScheduledWeightDecayState(NamedTuple):
     decay: the last step's decay coefficient, :math:`\\lambda s_t` (or
       :math:`\\lambda \\eta_t` with ``decay_with_learning_rate``).
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   base_learning_rate: chex.Array  # shape=(), the default float dtype.
   decay: chex.Array  # shape=(), the default float dtype.
@@ -76,8 +76,11 @@ def _scheduled_weight_decay(
 
   def init_fn(params):
     del params
-    base = (rate_at(0) if base_learning_rate is None
-            else jnp.asarray(base_learning_rate, jnp.result_type(float)))
+    base = (
+        rate_at(0)
+        if base_learning_rate is None
+        else jnp.asarray(base_learning_rate, jnp.result_type(float))
+    )
     return ScheduledWeightDecayState(
         count=jnp.zeros([], jnp.int32),
         base_learning_rate=base,
@@ -89,13 +92,16 @@ def _scheduled_weight_decay(
     if params is None:
       raise ValueError(
           'This weight decay needs the parameters: call '
-          '`update(updates, state, params)`.')
+          '`update(updates, state, params)`.'
+      )
     rate = rate_at(state.count)
-    multiplier = rate if decay_with_learning_rate else (
-        rate / state.base_learning_rate)
+    multiplier = (
+        rate if decay_with_learning_rate else (rate / state.base_learning_rate)
+    )
     decay = (weight_decay * multiplier).astype(state.decay.dtype)
     updates = jax.tree.map(
-        lambda u, p: apply_decay(u, p, decay).astype(u.dtype), updates, params)
+        lambda u, p: apply_decay(u, p, decay).astype(u.dtype), updates, params
+    )
     return updates, ScheduledWeightDecayState(
         count=optax.safe_increment(state.count),
         base_learning_rate=state.base_learning_rate,
@@ -156,8 +162,12 @@ def add_decoupled_weight_decay(
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: u - decay * p,
-      weight_decay, learning_rate, base_learning_rate,
-      decay_with_learning_rate, mask)
+      weight_decay,
+      learning_rate,
+      base_learning_rate,
+      decay_with_learning_rate,
+      mask,
+  )
 
 
 def proximal_weight_decay(
@@ -205,12 +215,17 @@ def proximal_weight_decay(
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: (u - decay * p) / (1 + decay),
-      weight_decay, learning_rate, base_learning_rate,
-      decay_with_learning_rate, mask)
+      weight_decay,
+      learning_rate,
+      base_learning_rate,
+      decay_with_learning_rate,
+      mask,
+  )
 
 
 def _scale_by_adam(
-    b1, b2, eps, mu_dtype, nu_dtype) -> optax.GradientTransformation:
+    b1, b2, eps, mu_dtype, nu_dtype
+) -> optax.GradientTransformation:
   """optax's Adam scaling, checked, with unusable gradient entries as zeros.
 
   An entry that is NaN or infinite, or whose square overflows the second
@@ -237,27 +252,38 @@ def _scale_by_adam(
       # The square is taken in the second moment's dtype, so a float16
       # gradient up to its largest value is usable with float32 moments.
       return jnp.isfinite(jnp.square(g.astype(v.dtype))) & jnp.isfinite(
-          g.astype(m.dtype))
+          g.astype(m.dtype)
+      )
 
     # The selection fuses into the passes that read the gradient. Keeping an
     # entry's moments and freezing it instead needs the gradient once more in
     # the parameter update: 1.11 times the step on a CPU.
     grads = jax.tree.map(
         lambda g, m, v: jnp.where(usable_entries(g, m, v), g, 0),
-        updates, state.mu, state.nu)
+        updates,
+        state.mu,
+        state.nu,
+    )
     mu = optax.tree.update_moment(grads, state.mu, b1, 1)
     nu = jax.tree.map(
-        lambda g, v: (1 - b2) * jnp.square(
-            g.astype(jnp.promote_types(g.dtype, v.dtype))) + b2 * v,
-        grads, state.nu)
+        lambda g, v: (1 - b2)
+        * jnp.square(g.astype(jnp.promote_types(g.dtype, v.dtype)))
+        + b2 * v,
+        grads,
+        state.nu,
+    )
     count = optax.safe_increment(state.count)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
     # With eps = 0, a zero second moment (zero gradients so far) gives 0 / 0.
     steps = jax.tree.map(
         lambda m, v, g: jnp.where(
-            (v > 0) | (eps > 0), m / (jnp.sqrt(v) + eps), 0).astype(g.dtype),
-        mu_hat, nu_hat, updates)
+            (v > 0) | (eps > 0), m / (jnp.sqrt(v) + eps), 0
+        ).astype(g.dtype),
+        mu_hat,
+        nu_hat,
+        updates,
+    )
     return steps, optax.ScaleByAdamState(
         count=count,
         mu=optax.tree.cast_like(mu, state.mu),
@@ -417,8 +443,12 @@ def adamw(
       _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
       optax.scale_by_learning_rate(learning_rate),
       add_decoupled_weight_decay(
-          weight_decay, learning_rate, base_learning_rate=base_learning_rate,
-          decay_with_learning_rate=decay_with_learning_rate, mask=mask),
+          weight_decay,
+          learning_rate,
+          base_learning_rate=base_learning_rate,
+          decay_with_learning_rate=decay_with_learning_rate,
+          mask=mask,
+      ),
   )
 
 
@@ -479,6 +509,10 @@ def adam_prox(
       _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
       optax.scale_by_learning_rate(learning_rate),
       proximal_weight_decay(
-          weight_decay, learning_rate, base_learning_rate=base_learning_rate,
-          decay_with_learning_rate=decay_with_learning_rate, mask=mask),
+          weight_decay,
+          learning_rate,
+          base_learning_rate=base_learning_rate,
+          decay_with_learning_rate=decay_with_learning_rate,
+          mask=mask,
+      ),
   )

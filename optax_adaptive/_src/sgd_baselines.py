@@ -1,4 +1,4 @@
-"""SGD with a constant and with a :math:`1/\\sqrt{t}` step: AdaLoss's baselines."""
+"""SGD with a constant and a :math:`1/\\sqrt{t}` step: AdaLoss's baselines."""
 
 from typing import NamedTuple
 
@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_adaptive._src import numerics
-from optax_adaptive._src import validation
+from optax_adaptive._src import numerics, validation
 
 
 def _scale_finite(step_size: float) -> optax.GradientTransformationExtraArgs:
@@ -19,7 +18,8 @@ def _scale_finite(step_size: float) -> optax.GradientTransformationExtraArgs:
     return numerics.scale_finite_entries(updates, step_size), state
 
   return optax.GradientTransformationExtraArgs(
-      optax.init_empty_state, update_fn)
+      optax.init_empty_state, update_fn
+  )
 
 
 def sgd_constant(
@@ -74,6 +74,7 @@ class ScaleByDecaySqrtState(NamedTuple):
     count: number of steps taken.
     scale: the last step's factor :math:`1 / \\sqrt{b_0^2 + \\alpha t}`.
   """
+
   count: chex.Array  # shape=(), dtype=jnp.int32.
   scale: chex.Array  # shape=(), the default float dtype.
 
@@ -82,7 +83,7 @@ def scale_by_decay_sqrt(
     b0: float = 1.0,
     alpha: float = 1.0,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Rescales updates by :math:`1 / \sqrt{b_0^2 + \alpha t}` at step :math:`t \ge 1`.
+  r"""Divides updates by :math:`\sqrt{b_0^2+\alpha t}` at step :math:`t \ge 1`.
 
   Non-finite inputs, for :func:`sgd_decay_sqrt` too: a gradient entry whose
   scaled value is not finite gets a zero update; in :func:`sgd_decay_sqrt` the
@@ -123,7 +124,8 @@ def scale_by_decay_sqrt(
     count = optax.safe_increment(state.count)
     scale = jax.lax.rsqrt(numerics.default_float(b0) ** 2 + alpha * count)
     return numerics.scale_finite_entries(updates, scale), ScaleByDecaySqrtState(
-        count=count, scale=scale.astype(state.scale.dtype))
+        count=count, scale=scale.astype(state.scale.dtype)
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -169,4 +171,3 @@ def sgd_decay_sqrt(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
-

@@ -7,7 +7,6 @@ inside `jit`, or schedules) are checked for their shape only: their value cannot
 be read without a host round trip.
 """
 
-from collections.abc import Callable
 import math
 import numbers
 from typing import Any
@@ -27,7 +26,8 @@ def _concrete_float(name: str, value: Any) -> float | None:
   if np.ndim(value) != 0:
     raise ValueError(
         f'`{name}` must be a scalar, got an array of shape '
-        f'{np.shape(value)}: {value!r}.')
+        f'{np.shape(value)}: {value!r}.'
+    )
   if isinstance(value, jax.core.Tracer):
     return None
   return float(np.asarray(value))
@@ -67,7 +67,9 @@ def check_learning_rate(value: Any) -> None:
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
     raise ValueError(
-        f'`{name}` must be one of {", ".join(map(repr, choices))}, got {value!r}.')
+        f'`{name}` must be one of {", ".join(map(repr, choices))}, got'
+        f' {value!r}.'
+    )
 
 
 def check_integer(name: str, value: Any, minimum: int | None = None) -> Any:
@@ -79,15 +81,21 @@ def check_integer(name: str, value: Any, minimum: int | None = None) -> Any:
   without a host round trip.
   """
   dtype = getattr(value, 'dtype', None)
-  if (isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0
-      or not (isinstance(value, numbers.Integral)
-              or (dtype is not None and np.issubdtype(dtype, np.integer)))):
+  if (
+      isinstance(value, (bool, np.bool_))
+      or np.ndim(value) != 0
+      or not (
+          isinstance(value, numbers.Integral)
+          or (dtype is not None and np.issubdtype(dtype, np.integer))
+      )
+  ):
     raise ValueError(f'`{name}` must be an integer, got {value!r}.')
   if isinstance(value, jax.core.Tracer):
     return value
   if minimum is not None and value < minimum:
     raise ValueError(
-        f'`{name}` must be an integer >= {minimum}, got {value!r}.')
+        f'`{name}` must be an integer >= {minimum}, got {value!r}.'
+    )
   return int(value)
 
 
@@ -100,4 +108,5 @@ def check_scalar_loss(value: Any, method: str) -> None:
     raise ValueError(
         f'{method} needs the loss of the step as a scalar `value`, got shape '
         f'{np.shape(value)}: pass the mean over the batch (for instance '
-        '`jnp.mean(per_example_losses)`).')
+        '`jnp.mean(per_example_losses)`).'
+    )

@@ -1,4 +1,4 @@
-"""Reading what a training run wrote into its working directory, for the tests."""
+"""Reading what a training run wrote to its working directory, for the tests."""
 
 import pathlib
 from typing import Any

@@ -14,19 +14,33 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from experiments import adaloss_table
-from experiments import cli
-from experiments import run_directory
-from experiments import train
+from experiments import adaloss_table, cli, run_directory, train
 
 PNG = b'\x89PNG\r\n\x1a\n'
 B0S = (1e-12, 1.0)
 METHODS = ('adaloss', 'sgd_constant')
 SEEDS = (0, 1)
-FLAGS = ['adaloss-table', '--dataset', 'digits', '--model', 'mlp',
-         '--b0', '1e-12', '1', '--optimizers', *METHODS, '--seeds', '2',
-         '--epochs', '1', '--max-steps-per-epoch', '2', '--batch-size', '64',
-         '--no-progress']
+FLAGS = [
+    'adaloss-table',
+    '--dataset',
+    'digits',
+    '--model',
+    'mlp',
+    '--b0',
+    '1e-12',
+    '1',
+    '--optimizers',
+    *METHODS,
+    '--seeds',
+    '2',
+    '--epochs',
+    '1',
+    '--max-steps-per-epoch',
+    '2',
+    '--batch-size',
+    '64',
+    '--no-progress',
+]
 INTERRUPTED = ('adaloss', 1.0, 0)
 
 
@@ -39,28 +53,35 @@ def workdir(tmp_path_factory):
   """The folder of the grid, run once; one of its runs was interrupted first."""
   folder = tmp_path_factory.mktemp('adaloss_table')
   grid, _ = adaloss_table.grid_from_args(
-      cli.build_parser().parse_args(_flags(folder)))
+      cli.build_parser().parse_args(_flags(folder))
+  )
   # One step of one run, checkpointed as an interrupted run leaves it.
   config = dataclasses.replace(grid.config(*INTERRUPTED), max_steps=1)
-  train.train_and_evaluate(config,
-                           str(adaloss_table.run_dir(folder, *INTERRUPTED)))
+  train.train_and_evaluate(
+      config, str(adaloss_table.run_dir(folder, *INTERRUPTED))
+  )
   assert cli.main(_flags(folder)) == 0
   return folder
 
 
 def _history(workdir, method, b0, seed):
   return run_directory.read_metrics(
-      adaloss_table.run_dir(workdir, method, b0, seed))
+      adaloss_table.run_dir(workdir, method, b0, seed)
+  )
 
 
 def _diverged(record) -> bool:
-  return any(k.endswith('_loss') and not math.isfinite(v)
-             for k, v in record.items())
+  return any(
+      k.endswith('_loss') and not math.isfinite(v) for k, v in record.items()
+  )
 
 
 def _table_rows(path: pathlib.Path) -> list[list[str]]:
-  return [[cell.strip() for cell in line.strip('|').split('|')]
-          for line in path.read_text().splitlines() if line.startswith('|')]
+  return [
+      [cell.strip() for cell in line.strip('|').split('|')]
+      for line in path.read_text().splitlines()
+      if line.startswith('|')
+  ]
 
 
 def test_table_layout_and_numbers_come_from_the_runs(workdir):
@@ -85,8 +106,10 @@ def test_a_diverged_cell_is_na_and_listed(workdir):
   assert 'N/A' not in rows['AdaLoss'] + rows['SGD_Constant'][1:]
   for seed in SEEDS:
     assert _diverged(_history(workdir, 'sgd_constant', 1e-12, seed)[-1])
-  assert ('N/A: the loss became NaN or infinite: SGD_Constant at b0 = 1e-12 '
-          '(seed 0, 1).') in (workdir / 'table.md').read_text()
+  assert (
+      'N/A: the loss became NaN or infinite: SGD_Constant at b0 = 1e-12 '
+      '(seed 0, 1).'
+  ) in (workdir / 'table.md').read_text()
 
 
 def test_the_plot_is_written(workdir):
@@ -103,8 +126,9 @@ def test_a_second_call_trains_nothing_and_writes_the_same_table(workdir):
   runs = [p for p in workdir.rglob('*') if p.is_file() and p.parent != workdir]
   before = {p: p.stat().st_mtime_ns for p in runs}
   table = (workdir / 'table.md').read_text()
-  with mock.patch.object(train, 'train_and_evaluate',
-                         side_effect=AssertionError('trained again')):
+  with mock.patch.object(
+      train, 'train_and_evaluate', side_effect=AssertionError('trained again')
+  ):
     assert cli.main(_flags(workdir)) == 0
   assert {p: p.stat().st_mtime_ns for p in runs} == before
   assert (workdir / 'table.md').read_text() == table
@@ -112,28 +136,52 @@ def test_a_second_call_trains_nothing_and_writes_the_same_table(workdir):
 
 def test_a_folder_with_other_settings_is_refused(workdir, capsys):
   assert cli.main(_flags(workdir, '--epochs', '2')) == 2
-  assert 'holds a run with other settings (num_epochs)' in capsys.readouterr().err
+  assert (
+      'holds a run with other settings (num_epochs)' in capsys.readouterr().err
+  )
 
 
 def test_the_paper_settings():
   grid, workdir = adaloss_table.grid_from_args(
-      cli.build_parser().parse_args(['adaloss-table', '--model', 'vit_s16']))
+      cli.build_parser().parse_args(['adaloss-table', '--model', 'vit_s16'])
+  )
   assert workdir == pathlib.Path('runs/adaloss_table/cifar100/vit_s16')
   assert (grid.b0s, grid.methods, grid.seeds) == (
       (0.01, 0.1, 1.0, 10.0, 100.0),
-      ('adaloss', 'adagrad_norm', 'sgd_constant', 'sgd_decay_sqrt'), (0, 1, 2))
+      ('adaloss', 'adagrad_norm', 'sgd_constant', 'sgd_decay_sqrt'),
+      (0, 1, 2),
+  )
   config = grid.config('adaloss', 0.01, seed=2)
   assert (config.model, config.image_size, config.pretrained) == (
-      'vit_s16', 224, 'timm:vit_small_patch16_224.augreg_in21k_ft_in1k')
+      'vit_s16',
+      224,
+      'timm:vit_small_patch16_224.augreg_in21k_ft_in1k',
+  )
   assert (config.dataset, config.train_split, config.eval_splits) == (
-      'cifar100', 'train45k', ('val5k', 'test'))
-  assert (config.learning_rate, config.batch_size, config.num_epochs,
-          config.seed) == (0.1, 64, 10, 2)
-  assert config.optimizer_kwargs == {'b0': 0.01, 'alpha': 1.0, 'c': 0.0,
-                                     'weight_decay': 1e-4}
+      'cifar100',
+      'train45k',
+      ('val5k', 'test'),
+  )
+  assert (
+      config.learning_rate,
+      config.batch_size,
+      config.num_epochs,
+      config.seed,
+  ) == (0.1, 64, 10, 2)
+  assert config.optimizer_kwargs == {
+      'b0': 0.01,
+      'alpha': 1.0,
+      'c': 0.0,
+      'weight_decay': 1e-4,
+  }
   assert grid.config('adagrad_norm', 10.0, 0).optimizer_kwargs == {
-      'b0': 10.0, 'weight_decay': 1e-4}
-  resnet, _ = adaloss_table.grid_from_args(cli.build_parser().parse_args(
-      ['adaloss-table', '--model', 'resnet50', '--pretrained', 'none']))
+      'b0': 10.0,
+      'weight_decay': 1e-4,
+  }
+  resnet, _ = adaloss_table.grid_from_args(
+      cli.build_parser().parse_args(
+          ['adaloss-table', '--model', 'resnet50', '--pretrained', 'none']
+      )
+  )
   assert resnet.config('sgd_constant', 1.0, 0).pretrained is None
   assert resnet.config('sgd_constant', 1.0, 0).image_size == 224

@@ -7,20 +7,22 @@ step uses the smallest network of its family.
 import functools
 from unittest import mock
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 from experiments import models
-from experiments.models import densenet
-from experiments.models import pyramidnet
-from experiments.models import resnet
-from experiments.models import resnet_cifar
-from experiments.models import vgg
-from experiments.models import wide_resnet
+from experiments.models import (
+    densenet,
+    pyramidnet,
+    resnet,
+    resnet_cifar,
+    vgg,
+    wide_resnet,
+)
 
 
 def _count(model, kind=nnx.Param) -> int:
@@ -34,10 +36,14 @@ def _abstract(name: str, **overrides):
   # inspects the new counter at a cost that grows with the trace so far, which
   # makes tracing a deep network quadratic in its depth. Shapes do not depend
   # on the keys, so every draw here reuses the stream's key unchanged.
-  with mock.patch.object(nnx.RngStream, '__call__',
-                         lambda stream: stream.key[...]):
-    return nnx.eval_shape(lambda: models.create_model(
-        name, num_classes=10, rngs=nnx.Rngs(0), **overrides))
+  with mock.patch.object(
+      nnx.RngStream, '__call__', lambda stream: stream.key[...]
+  ):
+    return nnx.eval_shape(
+        lambda: models.create_model(
+            name, num_classes=10, rngs=nnx.Rngs(0), **overrides
+        )
+    )
 
 
 # name: (exact count for 10 classes, published count, relative tolerance).
@@ -84,8 +90,7 @@ _TORCHVISION_VGG_CLASSIFIER = 25088 * 4096 + 4096 + 4097 * 4096 + 4097 * 1000
 
 def _torchvision_vgg_on_cifar(imagenet_count):
   # 512 features, two hidden layers of 512, and 10 classes.
-  return (imagenet_count - _TORCHVISION_VGG_CLASSIFIER + 2 * 513 * 512 +
-          513 * 10)
+  return imagenet_count - _TORCHVISION_VGG_CLASSIFIER + 2 * 513 * 512 + 513 * 10
 
 
 # torchvision's published counts for its ImageNet models, and what they become
@@ -94,8 +99,12 @@ CIFAR_VARIANTS_OF_TORCHVISION = {
     'resnet18': (11_689_512, _torchvision_resnet_on_cifar),
     'resnet34': (21_797_672, _torchvision_resnet_on_cifar),
     # Its 7x7 stem also has a BatchNorm, and 1024 features reach the head.
-    'densenet121': (7_978_856, lambda count: (
-        count - 7 * 7 * 3 * 64 - 2 * 64 + 3 * 3 * 3 * 64 - 1025 * 990)),
+    'densenet121': (
+        7_978_856,
+        lambda count: (
+            count - 7 * 7 * 3 * 64 - 2 * 64 + 3 * 3 * 3 * 64 - 1025 * 990
+        ),
+    ),
     'vgg11': (132_863_336, _torchvision_vgg_on_cifar),
     'vgg16': (138_357_544, _torchvision_vgg_on_cifar),
     'vgg16_bn': (138_365_992, _torchvision_vgg_on_cifar),
@@ -126,8 +135,10 @@ def test_without_batch_norm_there_is_no_batch_norm_at_all(name):
   with_norm = _abstract(name)
   without = _abstract(name, batch_norm=False)
   assert _count(without, nnx.BatchStat) == 0
-  assert not any(isinstance(module, nnx.BatchNorm)
-                 for _, module in nnx.iter_modules(without))
+  assert not any(
+      isinstance(module, nnx.BatchNorm)
+      for _, module in nnx.iter_modules(without)
+  )
   # Each BatchNorm has as many parameters (scale, offset) as statistics (mean,
   # variance), and no convolution gains a bias in its place.
   assert _count(without) == _count(with_norm) - _count(with_norm, nnx.BatchStat)
@@ -136,18 +147,24 @@ def test_without_batch_norm_there_is_no_batch_norm_at_all(name):
 # The smallest network of every family: (builder, input height and width).
 SMALLEST = {
     'cifar_resnet': (functools.partial(resnet_cifar.CifarResNet, 8), 16),
-    'cifar_resnet_without_bn': (functools.partial(
-        resnet_cifar.CifarResNet, 8, batch_norm=False), 16),
+    'cifar_resnet_without_bn': (
+        functools.partial(resnet_cifar.CifarResNet, 8, batch_norm=False),
+        16,
+    ),
     'resnet': (functools.partial(resnet.ResNet, 10, width=8), 16),
     'densenet': (functools.partial(densenet.DenseNet, 10), 16),
     # Five 2x2 pools need 32 pixels.
     'vgg': (functools.partial(vgg.VGG, 11, batch_norm=True), 32),
-    'wide_resnet': (functools.partial(
-        wide_resnet.WideResNet, 10, 2, dropout_rate=0.3), 16),
+    'wide_resnet': (
+        functools.partial(wide_resnet.WideResNet, 10, 2, dropout_rate=0.3),
+        16,
+    ),
     # Odd sizes: the stride-2 shortcuts' pools must round up like the convs.
     'pyramidnet': (functools.partial(pyramidnet.PyramidNet, 8, 6), 15),
-    'pyramidnet_bottleneck': (functools.partial(
-        pyramidnet.PyramidNet, 11, 6, bottleneck=True), 15),
+    'pyramidnet_bottleneck': (
+        functools.partial(pyramidnet.PyramidNet, 11, 6, bottleneck=True),
+        15,
+    ),
 }
 WITH_DROPOUT = ('vgg', 'wide_resnet')
 
@@ -155,9 +172,13 @@ WITH_DROPOUT = ('vgg', 'wide_resnet')
 # These programs run once, on tiny inputs: XLA:CPU's expensive optimisations
 # would cost more time to compile than they save.
 _compile_quickly = functools.partial(
-    jax.jit, static_argnums=0,
-    compiler_options={'xla_backend_optimization_level': 1,
-                      'xla_llvm_disable_expensive_passes': True})
+    jax.jit,
+    static_argnums=0,
+    compiler_options={
+        'xla_backend_optimization_level': 1,
+        'xla_llvm_disable_expensive_passes': True,
+    },
+)
 
 
 @_compile_quickly
@@ -171,8 +192,10 @@ def _gradients(graphdef, state, images, labels):
 
   def loss_fn(model):
     logits = model(images)
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels).mean(), logits
+    return (
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(),
+        logits,
+    )
 
   grads, logits = nnx.grad(loss_fn, has_aux=True)(model)
   return grads, logits, nnx.state(model)
@@ -195,11 +218,11 @@ def _training_run(family):
 
   def make_model():
     # RBG keys: threefry's sampler is slow to compile on CPU.
-    return builder(num_classes=5,
-                   rngs=nnx.Rngs(jax.random.key(0, impl='rbg')))
+    return builder(num_classes=5, rngs=nnx.Rngs(jax.random.key(0, impl='rbg')))
 
-  model = nnx.merge(nnx.graphdef(nnx.eval_shape(make_model)),
-                    _initial_state(make_model))
+  model = nnx.merge(
+      nnx.graphdef(nnx.eval_shape(make_model)), _initial_state(make_model)
+  )
   images = jax.random.normal(jax.random.key(1), (2, size, size, 3))
   labels = jnp.array([0, 3])
 
@@ -211,13 +234,17 @@ def _training_run(family):
   run = {'initial_stats': _numpy(nnx.state(model, nnx.BatchStat))}
   grads, logits, state = _gradients(*nnx.split(model), images, labels)
   nnx.update(model, state)
-  run.update(logits=np.asarray(logits), grads=grads,
-             params=nnx.state(model, nnx.Param),
-             trained_stats=_numpy(nnx.state(model, nnx.BatchStat)))
+  run.update(
+      logits=np.asarray(logits),
+      grads=grads,
+      params=nnx.state(model, nnx.Param),
+      trained_stats=_numpy(nnx.state(model, nnx.BatchStat)),
+  )
   if family in WITH_DROPOUT:
     # The WRN's classifier starts at zero, which would hide what precedes it.
-    model.linear.kernel[...] = jax.random.normal(jax.random.key(2),
-                                                 model.linear.kernel.shape)
+    model.linear.kernel[...] = jax.random.normal(
+        jax.random.key(2), model.linear.kernel.shape
+    )
     run['train_outputs'] = [forward() for _ in range(2)]
   model.eval()
   run['stats_before_eval'] = _numpy(nnx.state(model, nnx.BatchStat))
@@ -232,7 +259,8 @@ def _trees_equal(a, b):
 
 @pytest.mark.parametrize('family', sorted(SMALLEST))
 def test_a_training_step_gives_logits_and_finite_gradients_for_every_parameter(
-    family):
+    family,
+):
   run = _training_run(family)
   assert run['logits'].shape == (2, 5)
   assert jax.tree.structure(run['grads']) == jax.tree.structure(run['params'])
@@ -266,17 +294,21 @@ def test_pyramidnet_shortcut_pool_averages_only_the_covered_pixels():
   np.testing.assert_allclose(pooled[0, :, :, 0], [[3.0, 4.5], [7.5, 9.0]])
 
 
-@pytest.mark.parametrize('name, overrides, message', [
-    ('resnet20', {'depth': 21}, '6n \\+ 2'),
-    ('resnet34', {'depth': 50}, 'one of'),
-    ('densenet_bc100', {'depth': 99}, '6n \\+ 4'),
-    ('densenet121', {'depth': 120}, 'make a depth of 121'),
-    ('vgg16', {'depth': 15}, 'one of'),
-    ('wrn16_8', {'depth': 17}, '6n \\+ 4'),
-    ('pyramidnet272_200_bottleneck', {'depth': 111}, '9n \\+ 2'),
-])
-def test_a_depth_that_the_family_cannot_build_is_refused(name, overrides,
-                                                         message):
+@pytest.mark.parametrize(
+    'name, overrides, message',
+    [
+        ('resnet20', {'depth': 21}, '6n \\+ 2'),
+        ('resnet34', {'depth': 50}, 'one of'),
+        ('densenet_bc100', {'depth': 99}, '6n \\+ 4'),
+        ('densenet121', {'depth': 120}, 'make a depth of 121'),
+        ('vgg16', {'depth': 15}, 'one of'),
+        ('wrn16_8', {'depth': 17}, '6n \\+ 4'),
+        ('pyramidnet272_200_bottleneck', {'depth': 111}, '9n \\+ 2'),
+    ],
+)
+def test_a_depth_that_the_family_cannot_build_is_refused(
+    name, overrides, message
+):
   with pytest.raises(ValueError, match=message):
     models.create_model(name, num_classes=10, rngs=nnx.Rngs(0), **overrides)
 

@@ -16,7 +16,8 @@ ROOT = pathlib.Path(experiments.__file__).parent.parent
 SCANNED = ('experiments', 'benchmarks', 'tests/experiments')
 # The test helpers, such as run_files, are imported by their bare names.
 PROJECT_PACKAGES = {'experiments', 'benchmarks'} | {
-    path.stem for path in (ROOT / 'tests' / 'experiments').glob('*.py')}
+    path.stem for path in (ROOT / 'tests' / 'experiments').glob('*.py')
+}
 
 
 def _is_private(name: str) -> bool:
@@ -38,30 +39,37 @@ def private_uses(source: str) -> list[str]:
         continue
       for alias in node.names:
         if _is_private(alias.name):
-          found.append(f'line {node.lineno}: from {node.module} import '
-                       f'{alias.name}')
+          found.append(
+              f'line {node.lineno}: from {node.module} import {alias.name}'
+          )
         imported_modules.add(alias.asname or alias.name)
     elif isinstance(node, ast.Import):
       for alias in node.names:
         if _is_project_module(alias.name, 0):
           imported_modules.add(alias.asname or alias.name.split('.')[0])
   for node in ast.walk(tree):
-    if (isinstance(node, ast.Attribute) and _is_private(node.attr)
+    if (
+        isinstance(node, ast.Attribute)
+        and _is_private(node.attr)
         and isinstance(node.value, ast.Name)
-        and node.value.id in imported_modules):
+        and node.value.id in imported_modules
+    ):
       found.append(f'line {node.lineno}: {node.value.id}.{node.attr}')
   return found
 
 
 def test_the_scan_finds_both_kinds_of_use():
-  source = ('from experiments.train import _Run\n'
-            'from experiments.models import pyramidnet\n'
-            'import jax\n'
-            'pyramidnet._average_pool_2x2(jax._src)\n'
-            'state._replace(step=1)\n')
+  source = (
+      'from experiments.train import _Run\n'
+      'from experiments.models import pyramidnet\n'
+      'import jax\n'
+      'pyramidnet._average_pool_2x2(jax._src)\n'
+      'state._replace(step=1)\n'
+  )
   assert private_uses(source) == [
       'line 1: from experiments.train import _Run',
-      'line 4: pyramidnet._average_pool_2x2']
+      'line 4: pyramidnet._average_pool_2x2',
+  ]
 
 
 def test_no_module_uses_a_private_name_of_another():

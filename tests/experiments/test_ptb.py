@@ -1,4 +1,4 @@
-"""PTB built by TFDS from a tiny corpus in PTB's format, and the BPTT pipeline."""
+"""PTB built by TFDS from a tiny corpus in its format, and the BPTT pipeline."""
 
 import importlib.abc
 import sys
@@ -8,25 +8,43 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import input_pipeline
-from experiments import lm_pipeline
-from experiments import ptb
+from experiments import input_pipeline, lm_pipeline, ptb
 
-_WORDS = ['the', 'N', '<unk>', 'stock', 'rose', 'fell', 'market', 'of', 'a',
-          'in', 'to', 'and', 'said', 'year', 'shares', 'company']
+_WORDS = [
+    'the',
+    'N',
+    '<unk>',
+    'stock',
+    'rose',
+    'fell',
+    'market',
+    'of',
+    'a',
+    'in',
+    'to',
+    'and',
+    'said',
+    'year',
+    'shares',
+    'company',
+]
 
 
 def _corpus_lines(seed: int, num_lines: int) -> list[str]:
   """Lines as Mikolov's files write them: a leading space, single spaces."""
   rng = np.random.default_rng(seed)
-  return [' ' + ' '.join(rng.choice(_WORDS, size=rng.integers(1, 12)))
-          for _ in range(num_lines)]
+  return [
+      ' ' + ' '.join(rng.choice(_WORDS, size=rng.integers(1, 12)))
+      for _ in range(num_lines)
+  ]
 
 
 # A blank line in train, and words that first appear in validation ('zebra',
 # then 'yak') and in test ('gnu'), to pin down the vocabulary's order.
 _TRAIN = _corpus_lines(0, 60) + [''] + _corpus_lines(1, 20)
-_VALID = _corpus_lines(2, 5) + [' the zebra rose', ' yak N'] + _corpus_lines(3, 5)
+_VALID = (
+    _corpus_lines(2, 5) + [' the zebra rose', ' yak N'] + _corpus_lines(3, 5)
+)
 _TEST = _corpus_lines(4, 4) + [' gnu zebra of'] + _corpus_lines(5, 9)
 _LINES = {'train': _TRAIN, 'validation': _VALID, 'test': _TEST}
 
@@ -34,7 +52,9 @@ _LINES = {'train': _TRAIN, 'validation': _VALID, 'test': _TEST}
 def _write(directory, names):
   directory.mkdir(parents=True, exist_ok=True)
   for split, name in names.items():
-    (directory / name).write_text(''.join(f'{line}\n' for line in _LINES[split]))
+    (directory / name).write_text(
+        ''.join(f'{line}\n' for line in _LINES[split])
+    )
 
 
 def _reference_tokens(lines):
@@ -45,15 +65,21 @@ def _reference_tokens(lines):
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp('ptb')
-  _write(root / 'manual', {'train': 'ptb.train.txt',
-                           'validation': 'ptb.valid.txt',
-                           'test': 'ptb.test.txt'})
+  _write(
+      root / 'manual',
+      {
+          'train': 'ptb.train.txt',
+          'validation': 'ptb.valid.txt',
+          'test': 'ptb.test.txt',
+      },
+  )
   ptb.prepare(root / 'tfds', manual_dir=root / 'manual')
   return root / 'tfds'
 
 
 def test_vocabulary_numbers_words_by_first_appearance_train_valid_test(
-    data_dir):
+    data_dir,
+):
   vocabulary = ptb.load_vocabulary(data_dir)
   expected = []
   for split in ('train', 'validation', 'test'):
@@ -64,8 +90,9 @@ def test_vocabulary_numbers_words_by_first_appearance_train_valid_test(
   first_line = _TRAIN[0].split()
   assert vocabulary.index('<eos>') == len(dict.fromkeys(first_line))
   train_words = set(_reference_tokens(_TRAIN))
-  assert vocabulary[:len(train_words)] == [
-      w for w in expected if w in train_words]
+  assert vocabulary[: len(train_words)] == [
+      w for w in expected if w in train_words
+  ]
   assert vocabulary[-3:] == ['zebra', 'yak', 'gnu']
 
 
@@ -106,10 +133,12 @@ def test_builds_and_reads_with_tensorflow_unimportable(tmp_path, monkeypatch):
   # there for an imported TensorFlow.
   monkeypatch.setattr(sys, 'meta_path', [_BlockTensorFlow(), *sys.meta_path])
   with pytest.raises(ImportError):
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    importlib.import_module('tensorflow')
   # AWD-LSTM's getdata.sh names are accepted too.
-  _write(tmp_path / 'penn', {'train': 'train.txt', 'validation': 'valid.txt',
-                             'test': 'test.txt'})
+  _write(
+      tmp_path / 'penn',
+      {'train': 'train.txt', 'validation': 'valid.txt', 'test': 'test.txt'},
+  )
   ptb.prepare(tmp_path / 'tfds', manual_dir=tmp_path / 'penn')
   vocabulary = ptb.load_vocabulary(tmp_path / 'tfds')
   tokens = ptb.load_tokens('test', tmp_path / 'tfds')
@@ -118,11 +147,17 @@ def test_builds_and_reads_with_tensorflow_unimportable(tmp_path, monkeypatch):
 
 
 def test_without_a_manual_directory_it_reads_mikolovs_archive(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   archive = tmp_path / 'extracted'
-  _write(archive / 'simple-examples' / 'data',
-         {'train': 'ptb.train.txt', 'validation': 'ptb.valid.txt',
-          'test': 'ptb.test.txt'})
+  _write(
+      archive / 'simple-examples' / 'data',
+      {
+          'train': 'ptb.train.txt',
+          'validation': 'ptb.valid.txt',
+          'test': 'ptb.test.txt',
+      },
+  )
   urls = []
 
   def download_and_extract(self, url):
@@ -130,8 +165,11 @@ def test_without_a_manual_directory_it_reads_mikolovs_archive(
     urls.append(url)
     return epath.Path(archive)
 
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
-                      download_and_extract)
+  monkeypatch.setattr(
+      tfds.download.DownloadManager,
+      'download_and_extract',
+      download_and_extract,
+  )
   ptb.prepare(tmp_path / 'tfds')
   assert len(urls) == 1 and urls[0].endswith('/simple-examples.tgz')
   tokens = ptb.load_tokens('validation', tmp_path / 'tfds')
@@ -146,12 +184,16 @@ def test_an_incomplete_manual_directory_is_reported(tmp_path):
 
 
 def test_a_missing_manual_directory_is_reported_not_downloaded(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   def download_and_extract(self, url):
     raise AssertionError(f'downloaded {url}')
 
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
-                      download_and_extract)
+  monkeypatch.setattr(
+      tfds.download.DownloadManager,
+      'download_and_extract',
+      download_and_extract,
+  )
   with pytest.raises(FileNotFoundError, match='does not exist'):
     ptb.prepare(tmp_path / 'tfds', manual_dir=tmp_path / 'absent')
 
@@ -160,16 +202,19 @@ def test_a_failed_download_says_how_to_prepare_offline(tmp_path, monkeypatch):
   def download_and_extract(self, url):
     raise ConnectionError(f'no route to {url}')
 
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
-                      download_and_extract)
-  with pytest.raises(FileNotFoundError,
-                     match='(?s)downloading .* failed .*ptb.train.txt'):
+  monkeypatch.setattr(
+      tfds.download.DownloadManager,
+      'download_and_extract',
+      download_and_extract,
+  )
+  with pytest.raises(
+      FileNotFoundError, match='(?s)downloading .* failed .*ptb.train.txt'
+  ):
     ptb.prepare(tmp_path / 'tfds')
 
 
 def test_an_unprepared_dataset_says_how_to_prepare_it(tmp_path):
-  with pytest.raises(input_pipeline.DatasetNotFoundError,
-                     match='ptb.prepare'):
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='ptb.prepare'):
     ptb.load_tokens('train', tmp_path)
   with pytest.raises(ValueError, match='Unknown split'):
     ptb.data_source('valid', tmp_path)
@@ -183,22 +228,26 @@ def test_batchify_makes_contiguous_time_major_columns(data_dir):
     assert data.shape == (rows, batch_size)
     for column in range(batch_size):
       np.testing.assert_array_equal(
-          data[:, column], tokens[column * rows:(column + 1) * rows])
+          data[:, column], tokens[column * rows : (column + 1) * rows]
+      )
   with pytest.raises(ValueError):
     lm_pipeline.batchify(tokens[:3], 4)
 
 
 def test_evaluation_windows_are_fixed_and_tile_the_rows(data_dir):
-  data = lm_pipeline.batchify(ptb.load_tokens('validation', data_dir),
-                              lm_pipeline.EVAL_BATCH_SIZE)
+  data = lm_pipeline.batchify(
+      ptb.load_tokens('validation', data_dir), lm_pipeline.EVAL_BATCH_SIZE
+  )
   windows = list(lm_pipeline.bptt_windows(data, 4, train=False))
   assert [w.start for w in windows] == list(range(0, len(data) - 1, 4))
   assert all(w.length == 4 and w.seq_len == 4 for w in windows[:-1])
   assert windows[-1].start + windows[-1].length == len(data) - 1
   np.testing.assert_array_equal(
-      np.concatenate([w.inputs for w in windows]), data[:-1])
+      np.concatenate([w.inputs for w in windows]), data[:-1]
+  )
   np.testing.assert_array_equal(
-      np.concatenate([w.targets for w in windows]), data[1:])
+      np.concatenate([w.targets for w in windows]), data[1:]
+  )
 
 
 def _train_windows(data, seed, **kwargs):
@@ -222,14 +271,19 @@ def test_training_windows_follow_awd_lstm_draws_and_tile_the_rows(data_dir):
     assert window.inputs.shape == window.targets.shape == (window.length, 2)
     np.testing.assert_array_equal(window.targets[:-1], window.inputs[1:])
   np.testing.assert_array_equal(
-      np.concatenate([w.inputs for w in windows]), data[:-1])
+      np.concatenate([w.inputs for w in windows]), data[:-1]
+  )
   np.testing.assert_array_equal(
-      np.concatenate([w.targets for w in windows]), data[1:])
+      np.concatenate([w.targets for w in windows]), data[1:]
+  )
 
 
 def test_training_windows_depend_only_on_the_seed(data_dir):
   data = lm_pipeline.batchify(ptb.load_tokens('train', data_dir), 2)
-  lengths = lambda seed: [w.seq_len for w in _train_windows(data, seed)]
+
+  def lengths(seed):
+    return [w.seq_len for w in _train_windows(data, seed)]
+
   assert lengths(3) == lengths(3)
   assert lengths(3) != lengths(4)
   generator = np.random.default_rng(3)
@@ -261,9 +315,12 @@ def test_padded_windows_keep_the_data_and_mark_the_padding(data_dir):
     steps = padded_window.inputs.shape[0]
     assert steps % 8 == 0 and steps - 8 < window.length <= steps
     assert padded_window.mask.tolist() == (
-        [True] * window.length + [False] * (steps - window.length))
+        [True] * window.length + [False] * (steps - window.length)
+    )
     np.testing.assert_array_equal(
-        padded_window.inputs[:window.length], window.inputs)
+        padded_window.inputs[: window.length], window.inputs
+    )
     np.testing.assert_array_equal(
-        padded_window.targets[:window.length], window.targets)
+        padded_window.targets[: window.length], window.targets
+    )
     assert padded_window.seq_len == window.seq_len

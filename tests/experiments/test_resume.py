@@ -22,8 +22,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import experiments
-from experiments import cli
-from experiments import run_directory
+from experiments import cli, run_directory
 
 ROOT = pathlib.Path(experiments.__file__).parent.parent
 # An MLP on digits, 2 epochs of 20 steps, checkpointed every 5 steps and at
@@ -31,9 +30,20 @@ ROOT = pathlib.Path(experiments.__file__).parent.parent
 # checkpoints mid-epoch, evaluates and crosses an epoch. Three mid-epoch
 # checkpoints come before the first one at an epoch's end, so a kill that
 # lands a little late on a loaded machine still finds a mid-epoch one.
-COMMAND = ('adaloss', '--model', 'mlp', '--bs', '8', '--ep', '2',
-           '--max-steps-per-epoch', '20', '--checkpoint-every', '5',
-           '--no-progress')
+COMMAND = (
+    'adaloss',
+    '--model',
+    'mlp',
+    '--bs',
+    '8',
+    '--ep',
+    '2',
+    '--max-steps-per-epoch',
+    '20',
+    '--checkpoint-every',
+    '5',
+    '--no-progress',
+)
 FINAL_STEP = 40
 TMP_SUFFIX = ocp.path.atomicity.TMP_DIR_SUFFIX
 _DEVICES_FLAG = re.compile(r'--xla_force_host_platform_device_count=\d+')
@@ -56,7 +66,8 @@ def _environment(cache: pathlib.Path) -> dict[str, str]:
   env['JAX_COMPILATION_CACHE_DIR'] = str(cache)
   env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (str(ROOT), env.get('PYTHONPATH')) if p)
+      p for p in (str(ROOT), env.get('PYTHONPATH')) if p
+  )
   return env
 
 
@@ -65,9 +76,20 @@ def _start(workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
   log = (workdir.parent / f'{workdir.name}.log').open('ab')
   try:
     return subprocess.Popen(
-        [sys.executable, '-m', 'experiments', *COMMAND, '--workdir',
-         str(workdir), *flags], env=_environment(workdir.parent / 'jax_cache'),
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            '-m',
+            'experiments',
+            *COMMAND,
+            '--workdir',
+            str(workdir),
+            *flags,
+        ],
+        env=_environment(workdir.parent / 'jax_cache'),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
   finally:
     log.close()
 
@@ -91,21 +113,27 @@ def _checkpoint(workdir: pathlib.Path):
 
 def _records(workdir: pathlib.Path) -> list[dict]:
   """The metrics records, without their wall-clock time."""
-  return [{k: v for k, v in record.items() if k != 'seconds'}
-          for record in run_directory.read_metrics(workdir)]
+  return [
+      {k: v for k, v in record.items() if k != 'seconds'}
+      for record in run_directory.read_metrics(workdir)
+  ]
 
 
 def _assert_same_end(expected: pathlib.Path, resumed: pathlib.Path) -> None:
   assert _records(resumed) == _records(expected)
   expected, resumed = (_checkpoint(w) for w in (expected, resumed))
   assert resumed['progress']['data'] == expected['progress']['data']
-  for a, b in zip(jax.tree.leaves(expected['state']),
-                  jax.tree.leaves(resumed['state']), strict=True):
+  for a, b in zip(
+      jax.tree.leaves(expected['state']),
+      jax.tree.leaves(resumed['state']),
+      strict=True,
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
-    tmp_path):
+    tmp_path,
+):
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   _run(straight)
 
@@ -120,8 +148,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
     time.sleep(0.01)
   process.send_signal(signal.SIGKILL)
   assert process.wait() == -signal.SIGKILL
-  assert max(ocp.utils.checkpoint_steps(checkpoints)) < FINAL_STEP, (
-      'the run finished before it was killed')
+  assert (
+      max(ocp.utils.checkpoint_steps(checkpoints)) < FINAL_STEP
+  ), 'the run finished before it was killed'
   assert _checkpoint(killed)['progress']['batch'] > 0  # mid-epoch
 
   _run(killed, '--resume')
@@ -142,7 +171,7 @@ def finished(tmp_path_factory) -> pathlib.Path:
 def _truncate_files(folder: pathlib.Path) -> None:
   for path in folder.rglob('*'):
     if path.is_file():
-      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _killed_while_writing(step_dir: pathlib.Path) -> None:
@@ -160,11 +189,14 @@ def _killed_before_the_rename(step_dir: pathlib.Path) -> None:
   step_dir.rename(step_dir.with_name(step_dir.name + TMP_SUFFIX))
 
 
-@pytest.mark.parametrize('tear', [_killed_while_writing,
-                                  _killed_before_the_rename],
-                         ids=lambda tear: tear.__name__.lstrip('_'))
+@pytest.mark.parametrize(
+    'tear',
+    [_killed_while_writing, _killed_before_the_rename],
+    ids=lambda tear: tear.__name__.lstrip('_'),
+)
 def test_a_checkpoint_torn_by_a_death_mid_save_is_passed_over(
-    finished, tmp_path, tear, caplog):
+    finished, tmp_path, tear, caplog
+):
   # The last save torn as a death mid-save tears it. The record of step 40,
   # written before that save, is on disk too, as it would be.
   torn = tmp_path / 'run'
@@ -175,31 +207,46 @@ def test_a_checkpoint_torn_by_a_death_mid_save_is_passed_over(
   assert cli.main([*COMMAND, '--workdir', str(torn), '--resume']) == 0
   assert 'from step 35' in caplog.text
   assert sorted(p.name for p in (torn / 'checkpoints').iterdir()) == [
-      '30', '35', '40']  # the temporary folder removed
+      '30',
+      '35',
+      '40',
+  ]  # the temporary folder removed
   _assert_same_end(finished, torn)
 
 
 def test_a_damaged_checkpoint_stops_the_resume_until_it_is_moved_away(
-    finished, tmp_path):
+    finished, tmp_path
+):
   damaged = tmp_path / 'run'
   shutil.copytree(finished, damaged)
   latest = damaged / 'checkpoints' / str(FINAL_STEP)
   # Its arrays' data, not its metadata: their reads fail, concurrently.
   for data in (latest / 'state').rglob('d'):
     _truncate_files(data)
-  outputs = {p: (p.stat().st_mtime_ns, p.read_bytes())
-             for p in damaged.rglob('*') if p.is_file()}
+  outputs = {
+      p: (p.stat().st_mtime_ns, p.read_bytes())
+      for p in damaged.rglob('*')
+      if p.is_file()
+  }
 
   process = _start(damaged, '--resume')
   assert process.wait(timeout=_PATIENCE_SECONDS) == 2
   message = _log(damaged)
-  assert message.startswith(
-      f'error: Cannot restore the checkpoint of step {FINAL_STEP} in '
-      f'{latest.parent} (ValueError: ') and message.count('\n') == 1
-  assert message.endswith(f'move {latest} out of {latest.parent} to resume '
-                          'from the one before.\n')
-  assert {p: (p.stat().st_mtime_ns, p.read_bytes())
-          for p in damaged.rglob('*') if p.is_file()} == outputs
+  assert (
+      message.startswith(
+          f'error: Cannot restore the checkpoint of step {FINAL_STEP} in '
+          f'{latest.parent} (ValueError: '
+      )
+      and message.count('\n') == 1
+  )
+  assert message.endswith(
+      f'move {latest} out of {latest.parent} to resume from the one before.\n'
+  )
+  assert {
+      p: (p.stat().st_mtime_ns, p.read_bytes())
+      for p in damaged.rglob('*')
+      if p.is_file()
+  } == outputs
 
   latest.rename(tmp_path / 'damaged_checkpoint')
   assert cli.main([*COMMAND, '--workdir', str(damaged), '--resume']) == 0

@@ -1,4 +1,4 @@
-"""The language-model loop and ``python -m experiments adadiff-ptb``, end to end.
+"""The language-model loop and ``python -m experiments adadiff-ptb`` end to end.
 
 Runs train a 2-layer AWD-LSTM of 8 and 16 units on a tiny corpus in PTB's
 format written to a temporary directory; the training windows are padded to
@@ -15,36 +15,56 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-from experiments import cli
-from experiments import lm_pipeline
-from experiments import ptb
-from experiments import ptb_check
-from experiments import run_directory
-from experiments import train_lm
-from experiments.configs import adadiff_ptb
-
 import run_files
 
-_SENTENCES = [' the market rose in the morning', ' shares of the company fell',
-              ' the company said the market fell in N', ' <unk> rose N']
+from experiments import (
+    cli,
+    lm_pipeline,
+    ptb,
+    ptb_check,
+    run_directory,
+    train_lm,
+)
+from experiments.configs import adadiff_ptb
+
+_SENTENCES = [
+    ' the market rose in the morning',
+    ' shares of the company fell',
+    ' the company said the market fell in N',
+    ' <unk> rose N',
+]
 _BPTT = 8
 _WINDOW_MULTIPLE = 24  # every training window (5 to about 20 steps) fits
 # One model and one optimizer for every test here, so that they share the
 # compiled steps: AdaDiff, light dropout, the command's flags and the same as
 # adadiff_ptb's arguments.
-_SETTINGS = {'emsize': 8, 'nhid': 16, 'nlayers': 2, 'batch_size': 4,
-             'bptt': _BPTT, 'seed': 3, 'optimizer': 'adadiff', 'lr': 0.05,
-             'clip': 0.25, 'dropout': 0.1, 'dropouth': 0.1, 'dropouti': 0.1,
-             'dropoute': 0.05, 'wdrop': 0.1}
+_SETTINGS = {
+    'emsize': 8,
+    'nhid': 16,
+    'nlayers': 2,
+    'batch_size': 4,
+    'bptt': _BPTT,
+    'seed': 3,
+    'optimizer': 'adadiff',
+    'lr': 0.05,
+    'clip': 0.25,
+    'dropout': 0.1,
+    'dropouth': 0.1,
+    'dropouti': 0.1,
+    'dropoute': 0.05,
+    'wdrop': 0.1,
+}
 _FLAGS = [f'--{k}={v}' for k, v in _SETTINGS.items()] + [
-    f'--window-multiple={_WINDOW_MULTIPLE}', '--no-progress']
+    f'--window-multiple={_WINDOW_MULTIPLE}',
+    '--no-progress',
+]
 
 
 def _lines(seed: int, count: int) -> str:
   rng = np.random.default_rng(seed)
-  return ''.join(_SENTENCES[i] + '\n'
-                 for i in rng.integers(0, len(_SENTENCES), count))
+  return ''.join(
+      _SENTENCES[i] + '\n' for i in rng.integers(0, len(_SENTENCES), count)
+  )
 
 
 @pytest.fixture(scope='module')
@@ -52,8 +72,11 @@ def data_dir(tmp_path_factory):
   """PTB prepared from a corpus of 40 training lines (8 windows an epoch)."""
   root = tmp_path_factory.mktemp('ptb')
   (root / 'text').mkdir()
-  for name, seed, count in [('ptb.train.txt', 0, 40),
-                            ('ptb.valid.txt', 1, 30), ('ptb.test.txt', 2, 20)]:
+  for name, seed, count in [
+      ('ptb.train.txt', 0, 40),
+      ('ptb.valid.txt', 1, 30),
+      ('ptb.test.txt', 2, 20),
+  ]:
     (root / 'text' / name).write_text(_lines(seed, count))
   ptb.prepare(root / 'tfds', manual_dir=root / 'text')
   return root / 'tfds'
@@ -61,14 +84,28 @@ def data_dir(tmp_path_factory):
 
 def _config(data_dir, **overrides):
   return adadiff_ptb.get_config(
-      **_SETTINGS, data_dir=str(data_dir), window_multiple=_WINDOW_MULTIPLE,
-      progress_bar=False, **overrides)
+      **_SETTINGS,
+      data_dir=str(data_dir),
+      window_multiple=_WINDOW_MULTIPLE,
+      progress_bar=False,
+      **overrides,
+  )
 
 
 def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
-    data_dir, tmp_path):
-  command = ['adadiff-ptb', '--data-dir', str(data_dir), *_FLAGS,
-             '--epochs', '2', '--when', '1', '--workdir']
+    data_dir, tmp_path
+):
+  command = [
+      'adadiff-ptb',
+      '--data-dir',
+      str(data_dir),
+      *_FLAGS,
+      '--epochs',
+      '2',
+      '--when',
+      '1',
+      '--workdir',
+  ]
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   assert cli.main(command + [str(straight)]) == 0
   records = run_directory.read_metrics(straight)
@@ -76,7 +113,8 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
   for record in records:
     for prefix in ('train', 'val', 'test'):
       assert record[f'{prefix}_perplexity'] == pytest.approx(
-          math.exp(record[f'{prefix}_loss']))
+          math.exp(record[f'{prefix}_loss'])
+      )
   assert [r['learning_rate'] for r in records] == pytest.approx([0.05, 0.005])
   assert list((straight / 'tensorboard').iterdir())
   config = json.loads((straight / 'config.json').read_text())
@@ -88,43 +126,62 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
   # Stopped mid-epoch after a checkpoint of its own, then resumed: the
   # windows, the carried state, the dropout streams and the optimizer state
   # pick up where they were.
-  assert cli.main(command + [str(resumed), '--max-steps', '4',
-                             '--checkpoint-every', '3']) == 0
+  assert (
+      cli.main(
+          command
+          + [str(resumed), '--max-steps', '4', '--checkpoint-every', '3']
+      )
+      == 0
+  )
   step, stopped = run_files.latest_checkpoint(resumed)
   assert step == 4 and stopped['progress']['batch'] == 4
   assert cli.main(command + [str(resumed), '--resume']) == 0
   assert [r['step'] for r in run_directory.read_metrics(resumed)] == [4] + [
-      r['step'] for r in records]
+      r['step'] for r in records
+  ]
   for key in ('train_loss', 'val_loss', 'test_loss'):
     assert run_directory.read_metrics(resumed)[-1][key] == records[-1][key], key
   _, want = run_files.latest_checkpoint(straight)
   _, got = run_files.latest_checkpoint(resumed)
   assert got['progress']['data'] == want['progress']['data']
-  for a, b in zip(jax.tree.leaves(got['state']), jax.tree.leaves(want['state']),
-                  strict=True):
+  for a, b in zip(
+      jax.tree.leaves(got['state']), jax.tree.leaves(want['state']), strict=True
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_a_step_runs_on_the_first_window_from_a_zero_state_at_seq_len_over_bptt(
-    data_dir, tmp_path):
+    data_dir, tmp_path
+):
   config = _config(data_dir, max_steps=1)
   train_lm.train_and_evaluate(config, str(tmp_path))
   _, checkpoint = run_files.latest_checkpoint(tmp_path)
 
   # The first window of AWD-LSTM's draws under the seed.
-  window = next(lm_pipeline.bptt_windows(
-      lm_pipeline.batchify(ptb.load_tokens('train', data_dir), 4), _BPTT,
-      rng=np.random.default_rng(3), pad_to_multiple_of=_WINDOW_MULTIPLE))
+  window = next(
+      lm_pipeline.bptt_windows(
+          lm_pipeline.batchify(ptb.load_tokens('train', data_dir), 4),
+          _BPTT,
+          rng=np.random.default_rng(3),
+          pad_to_multiple_of=_WINDOW_MULTIPLE,
+      )
+  )
   assert window.seq_len != _BPTT
   graphdef, state, _ = train_lm.create_train_state(
-      config, len(ptb.load_vocabulary(data_dir)))
+      config, len(ptb.load_vocabulary(data_dir))
+  )
   totals = {'loss_sum': jnp.zeros([]), 'count': jnp.zeros([])}
   want, _ = train_lm.jitted_train_step(graphdef, config)(
-      state, totals, train_lm.device_window(window),
-      np.float32(window.seq_len / _BPTT))
-  for got, expected in zip(jax.tree.leaves(checkpoint['state']['params']),
-                           jax.tree.leaves(want.params.to_pure_dict()),
-                           strict=True):
+      state,
+      totals,
+      train_lm.device_window(window),
+      np.float32(window.seq_len / _BPTT),
+  )
+  for got, expected in zip(
+      jax.tree.leaves(checkpoint['state']['params']),
+      jax.tree.leaves(want.params.to_pure_dict()),
+      strict=True,
+  ):
     np.testing.assert_array_equal(got, expected)
 
 
@@ -134,9 +191,13 @@ def test_scaling_the_updates_is_scaling_the_rate(optimizer):
   every method it allows, over steps that clip and that do not."""
   scale = 0.7
   tx, at_scaled_rate = (
-      train_lm.create_optimizer(adadiff_ptb.get_config(
-          optimizer=optimizer, lr=lr, clip=1.0, wdecay=0.01))
-      for lr in (0.1, 0.1 * scale))
+      train_lm.create_optimizer(
+          adadiff_ptb.get_config(
+              optimizer=optimizer, lr=lr, clip=1.0, wdecay=0.01
+          )
+      )
+      for lr in (0.1, 0.1 * scale)
+  )
   params = {'w': jnp.linspace(-1.0, 1.0, 5)}
   state, reference_state = tx.init(params), at_scaled_rate.init(params)
   reference_params = params
@@ -145,13 +206,15 @@ def test_scaling_the_updates_is_scaling_the_rate(optimizer):
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, optax.tree.scale(scale, updates))
     reference, reference_state = at_scaled_rate.update(
-        grads, reference_state, reference_params)
+        grads, reference_state, reference_params
+    )
     reference_params = optax.apply_updates(reference_params, reference)
     np.testing.assert_allclose(params['w'], reference_params['w'], rtol=1e-6)
 
 
 def test_validation_and_test_are_read_in_10_and_1_columns(
-    data_dir, tmp_path, monkeypatch):
+    data_dir, tmp_path, monkeypatch
+):
   shapes = []
   original = train_lm.eval_step
 
@@ -161,12 +224,18 @@ def test_validation_and_test_are_read_in_10_and_1_columns(
 
   monkeypatch.setattr(train_lm, 'eval_step', recording_eval_step)
   train_lm.train_and_evaluate(_config(data_dir, max_steps=1), str(tmp_path))
-  rows = {split: len(ptb.load_tokens(split, data_dir)) // columns
-          for split, columns in [('validation', 10), ('test', 1)]}
+  rows = {
+      split: len(ptb.load_tokens(split, data_dir)) // columns
+      for split, columns in [('validation', 10), ('test', 1)]
+  }
   assert shapes == (
       [(_BPTT, 10)] * math.ceil((rows['validation'] - 1) / _BPTT)
-      + [(_BPTT, 1)] * math.ceil((rows['test'] - 1) / _BPTT))
-  assert train_lm.EVAL_SPLITS == {'val': ('validation', 10), 'test': ('test', 1)}
+      + [(_BPTT, 1)] * math.ceil((rows['test'] - 1) / _BPTT)
+  )
+  assert train_lm.EVAL_SPLITS == {
+      'val': ('validation', 10),
+      'test': ('test', 1),
+  }
 
 
 def test_train_step_lowers_the_perplexity_of_a_tiny_corpus(data_dir):
@@ -175,8 +244,10 @@ def test_train_step_lowers_the_perplexity_of_a_tiny_corpus(data_dir):
   vocab_size = len(ptb.load_vocabulary(data_dir))
   graphdef, state, _ = train_lm.create_train_state(config, vocab_size)
   step = train_lm.jitted_train_step(graphdef, config)
-  perplexity = lambda: math.exp(train_lm.evaluate(graphdef, state, tokens, 10,
-                                                  _BPTT))
+
+  def perplexity():
+    return math.exp(train_lm.evaluate(graphdef, state, tokens, 10, _BPTT))
+
   before = perplexity()
   totals = {'loss_sum': jnp.zeros([]), 'count': jnp.zeros([])}
   lengths = np.random.default_rng(0)
@@ -184,9 +255,14 @@ def test_train_step_lowers_the_perplexity_of_a_tiny_corpus(data_dir):
   for _ in range(12):  # epochs of 8 windows
     state = state.replace(carry=train_lm.zero_carry(graphdef, state, 4))
     for window in lm_pipeline.bptt_windows(
-        data, _BPTT, rng=lengths, pad_to_multiple_of=_WINDOW_MULTIPLE):
-      state, totals = step(state, totals, train_lm.device_window(window),
-                           np.float32(window.seq_len / _BPTT))
+        data, _BPTT, rng=lengths, pad_to_multiple_of=_WINDOW_MULTIPLE
+    ):
+      state, totals = step(
+          state,
+          totals,
+          train_lm.device_window(window),
+          np.float32(window.seq_len / _BPTT),
+      )
   after = perplexity()
   assert np.isfinite(float(totals['loss_sum']))
   assert before > 0.8 * vocab_size
