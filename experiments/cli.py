@@ -116,13 +116,16 @@ def _run_overrides(args) -> dict[str, Any]:
 
 def _train(config, workdir: str, train_and_evaluate=None) -> int:
   """Runs `train_and_evaluate` (default: the image classifiers' loop)."""
+  # Not at the top: these import JAX and Orbax, which only training needs.
+  from experiments import run_directory  # pylint: disable=g-import-not-at-top
+
   if train_and_evaluate is None:
     from experiments import train  # pylint: disable=g-import-not-at-top
 
     train_and_evaluate = train.train_and_evaluate
   history = train_and_evaluate(config, workdir)
   print(
-      f'Wrote {pathlib.Path(workdir) / "metrics.jsonl"}'
+      f'Wrote {pathlib.Path(workdir) / run_directory.METRICS_FILE}'
       + (f'; last record: {json.dumps(history[-1])}' if history else '.')
   )
   return 0
