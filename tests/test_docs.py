@@ -161,7 +161,8 @@ class _Chromium:
         [
             executable,
             '--headless',
-            '--no-sandbox',  # CI runs as root, where the sandbox cannot start.
+            # The sandbox cannot start as root, nor in most containers.
+            '--no-sandbox',
             '--disable-gpu',
             '--remote-debugging-pipe',
         ],
