@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import input_pipeline
+from experiments import cifar, input_pipeline
 
 ONE_HOST = grain.sharding.NoSharding()
 # Normalisations under which served pixels can be traced back to stored ones.
@@ -428,31 +428,21 @@ def test_a_missing_dataset_says_how_to_prepare_it(tmp_path, folder):
     )
   assert isinstance(error.value, FileNotFoundError)
   assert str(error.value) == (
-      f'cifar10 is not prepared in {data_dir}. Prepare it once with:\n'
-      '  pip install tensorflow importlib_resources && tfds build cifar10 '
-      f'--file_format=array_record --data_dir={data_dir}'
+      f'cifar10 is not prepared in {data_dir}. A training command with '
+      '--dataset cifar10 prepares it on first use, or prepare it with:\n'
+      f'  python -m experiments prepare cifar10 --data-dir {data_dir}'
   )
 
 
-def test_a_dataset_prepared_as_tfrecord_says_how_to_convert_it(tmp_path):
-  builder = tfds.builder('cifar100', data_dir=tmp_path)
-  os.makedirs(builder.data_dir)
-  builder.info.write_to_directory(builder.data_dir)  # looks prepared
-  with pytest.raises(
-      input_pipeline.DatasetNotFoundError,
-      match='tfrecord files.*\n.*--file_format=array_record.*--overwrite',
-  ):
-    input_pipeline.read_split('cifar100', 'test', data_dir=str(tmp_path))
-
-
 def test_a_dataset_with_damaged_metadata_says_how_to_prepare_it_again(tmp_path):
-  data_dir = pathlib.Path(tfds.builder('cifar10', data_dir=tmp_path).data_dir)
+  data_dir = pathlib.Path(cifar.builder('cifar10', tmp_path).data_dir)
   os.makedirs(data_dir)
   (data_dir / 'dataset_info.json').write_text('{"name": "cifar')  # cut short
   with pytest.raises(
       input_pipeline.DatasetCorruptError,
       match=f'cifar10 in {tmp_path} cannot be read '
-      r'\(ParseError: .*\)\. Prepare it again with:\n.*'
+      r'\(ParseError: .*\)\. Prepare it again with:\n'
+      f'  python -m experiments prepare cifar10 --data-dir {tmp_path} '
       '--overwrite',
   ):
     input_pipeline.read_split('cifar10', 'test', data_dir=str(tmp_path))
