@@ -347,8 +347,10 @@ def prepare(
 ) -> None:
   """Builds a dataset's ArrayRecord files once (no TensorFlow needed).
 
-  Downloads the archive unless ``manual_dir`` holds it. TFDS's own messages
-  go to the log; this function logs a line when it starts and when it ends.
+  Downloads the archive unless ``manual_dir`` holds it (by default TFDS's
+  ``data_dir/downloads/manual``). TFDS's own messages go to the log, but for
+  its progress bars; this function logs a line when it starts and when it
+  ends.
   An already prepared dataset is left as it is, unless ``overwrite``. A build
   that fails leaves no files of the dataset in ``data_dir``.
 
@@ -370,6 +372,7 @@ def prepare(
   if dataset_builder.is_prepared() and not overwrite:
     return
   archive = dataset_builder.ARCHIVE
+  source: epath.Path | str
   if manual_dir is not None:
     source = epath.Path(manual_dir).expanduser() / archive.filename
     if not source.is_file():
@@ -379,7 +382,15 @@ def prepare(
           f'{dataset_builder.manual_download_instructions()}'
       )
   else:
-    source = archive.url
+    # Where TFDS looks for a manually downloaded archive by default.
+    source = (
+        epath.Path(dataset_builder.data_dir_root)
+        / 'downloads'
+        / 'manual'
+        / archive.filename
+    )
+    if not source.is_file():
+      source = archive.url
   _LOG.info(
       'Preparing %s in %s from %s (once).',
       dataset_builder.name,
