@@ -61,9 +61,15 @@ def _batch(rng, num_images, label_keys, label_counts, batch_label):
   return content, images, labels
 
 
-def write_cifar10(path: pathlib.Path, per_batch: int, seed: int = 0) -> dict:
-  """``cifar-10-python.tar.gz`` with `per_batch` images in each of its six
-  batches; returns the expected ``{'train': Split, 'test': Split}``."""
+def write_cifar10(
+    path: pathlib.Path,
+    per_batch: int,
+    seed: int = 0,
+    num_test: int | None = None,
+) -> dict:
+  """``cifar-10-python.tar.gz`` with `per_batch` images in each of its five
+  training batches and `num_test` (default `per_batch`) in its test batch;
+  returns the expected ``{'train': Split, 'test': Split}``."""
   rng = np.random.default_rng(seed)
   splits: dict[str, list] = {'train': [], 'test': []}
   with tarfile.open(path, 'w:gz') as archive:
@@ -74,8 +80,9 @@ def write_cifar10(path: pathlib.Path, per_batch: int, seed: int = 0) -> dict:
         ],
         ('test_batch', 'test', 'testing batch 1 of 1'),
     ]:
+      size = per_batch if split == 'train' else (num_test or per_batch)
       content, images, (labels,) = _batch(
-          rng, per_batch, [b'labels'], [10], batch_label.encode()
+          rng, size, [b'labels'], [10], batch_label.encode()
       )
       _add(archive, f'cifar-10-batches-py/{name}', content)
       splits[split].append((images, labels))
