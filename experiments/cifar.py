@@ -289,11 +289,13 @@ class _CifarArrays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def _checksum_message(
-    builder: _CifarArrays, error: download_manager.NonMatchingChecksumError
+    dataset_builder: _CifarArrays,
+    error: download_manager.NonMatchingChecksumError,
 ) -> str:
-  expected = builder.url_infos[builder.ARCHIVE.url]
+  archive = dataset_builder.ARCHIVE
+  expected = dataset_builder.url_infos[archive.url]
   return (
-      f'{builder.ARCHIVE.filename} is not the official archive: its size or '
+      f'{archive.filename} is not the official archive: its size or '
       f'sha256 differs from the recorded {int(expected.size)} bytes and '
       f'{expected.checksum} (a download cut short, or another file). '
       'Download it again.\n'
