@@ -165,8 +165,8 @@ def measure(per_batch: int, rounds: int, workdir: pathlib.Path) -> str:
   for name, seconds in samples.items():
     median = statistics.median(seconds)
     rows.append(
-        f'| {descriptions[name]} | {build_seconds[name]:.1f} | '
-        f'{num_train / median:,.0f} | {median:.2f} |'
+        f'| {descriptions[name]} | {build_seconds[name]:.3g} | '
+        f'{num_train / median:,.0f} | {median:.3g} |'
     )
   versions = {'tensorflow_datasets': tfds.__version__}
   if has_tensorflow():
