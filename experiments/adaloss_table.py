@@ -509,6 +509,14 @@ def add_parser(commands) -> None:
   parser.add_argument(
       '--no-progress', action='store_true', help='no progress bar'
   )
+  parser.add_argument(
+      '--download-dir',
+      default=None,
+      help=(
+          'a folder with the official CIFAR archive, read instead of '
+          'downloading when the dataset is not prepared yet'
+      ),
+  )
   parser.set_defaults(handler=main)
 
 
@@ -556,7 +564,11 @@ def grid_from_args(args: argparse.Namespace) -> tuple[Grid, pathlib.Path]:
 
 def main(args: argparse.Namespace) -> int:
   """Runs the grid of the parsed `args`, then writes the table and the plot."""
+  # Not at the top: it imports Grain and JAX, which parsing does not need.
+  from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
+
   grid, workdir = grid_from_args(args)
+  input_pipeline.prepare(grid.dataset, grid.data_dir, args.download_dir)
   started = time.perf_counter()
   results = run_grid(grid, workdir)
   print(write_table(workdir / 'table.md', grid, results))

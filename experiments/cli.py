@@ -13,8 +13,10 @@ default, runs them on scikit-learn's digits without data to prepare):
 * ``adadiff-ptb``: the same methods on an AWD-LSTM language model of Penn
   Treebank (the authors' ``nlp/main.py``; ``experiments.train_lm``);
 
-and two of its own:
+and three of its own:
 
+* ``prepare cifar10|cifar100``: the dataset, ahead of training (the training
+  commands prepare it on first use; ``experiments.cifar``);
 * ``compare``: every method of the library on digits, a table and a plot
   (``experiments.comparison``);
 * ``plot RUN_FOLDER``: training curves of a run, the magnitude histograms of
@@ -104,6 +106,27 @@ def _add_run_flags(
   )
 
 
+def _add_download_dir(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      '--download-dir',
+      default=None,
+      help=(
+          'a folder with cifar-10-python.tar.gz or cifar-100-python.tar.gz '
+          "(torchvision's download folder will do), read instead of "
+          'downloading when CIFAR is not prepared yet'
+      ),
+  )
+
+
+def _prepare_data(
+    dataset: str, data_dir: str | None, download_dir: str | None
+) -> None:
+  # Not at the top: it imports Grain and JAX, which parsing does not need.
+  from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  input_pipeline.prepare(dataset, data_dir, download_dir)
+
+
 def _run_overrides(args) -> dict[str, Any]:
   return {
       'resume': args.resume,
@@ -184,6 +207,7 @@ def _add_scale_free(commands):
   parser.add_argument(
       '--dataroot', default=None, help='the TFDS data directory'
   )
+  _add_download_dir(parser)
   parser.add_argument(
       '--model', default='ResNet20', choices=list(scale_free_config.MODELS)
   )
@@ -234,6 +258,7 @@ def _scale_free(args) -> int:
   workdir = args.workdir or os.path.join(
       args.log_folder, scale_free_config.run_name(**flags)
   )
+  _prepare_data(config.dataset, config.data_dir, args.download_dir)
   return _train(config, workdir)
 
 
@@ -301,6 +326,7 @@ def _add_adaloss(commands):
   )
   parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
   parser.add_argument('--data-dir', default=None)
+  _add_download_dir(parser)
   _add_run_flags(parser)
   parser.set_defaults(handler=_adaloss)
 
@@ -342,6 +368,7 @@ def _adaloss(args) -> int:
           values.get('b0', 1.0),
       ),
   )
+  _prepare_data(config.dataset, config.data_dir, args.download_dir)
   return _train(config, workdir)
 
 
@@ -391,6 +418,7 @@ def _add_acme(commands):
   parser.add_argument('--nesterov', action='store_true')
   parser.add_argument('--seed', type=int, default=42)
   parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
+  _add_download_dir(parser)
   _add_run_flags(parser)
   parser.set_defaults(handler=_acme)
 
@@ -429,6 +457,7 @@ def _acme(args) -> int:
       f'{config.model}-{config.model_kwargs["depth"]}-{"-".join(switches)}'
       f'-lr{args.lr:g}',
   )
+  _prepare_data(config.dataset, config.data_dir, args.download_dir)
   return _train(config, workdir)
 
 
@@ -463,6 +492,7 @@ def _add_adadiff_cifar(commands):
   parser.add_argument('--weight_decay', type=float, default=5e-4)
   parser.add_argument('--dataset', default='digits', choices=_CIFAR_OR_DIGITS)
   parser.add_argument('--data-dir', default=None)
+  _add_download_dir(parser)
   _add_run_flags(parser, resume_short=True)
   parser.set_defaults(handler=_adadiff_cifar)
 
@@ -492,6 +522,7 @@ def _adadiff_cifar(args) -> int:
       args.dataset,
       f'{args.model}-{args.optim}-lr{args.lr:g}-run{args.run}',
   )
+  _prepare_data(config.dataset, config.data_dir, args.download_dir)
   return _train(config, workdir)
 
 
@@ -630,6 +661,50 @@ def _adadiff_ptb(args) -> int:
       f'-run{args.run}',
   )
   return _train(config, workdir, train_lm.train_and_evaluate)
+
+
+# prepare ---------------------------------------------------------------------
+
+
+def _add_prepare(commands):
+  parser = _parser(
+      commands,
+      'prepare',
+      'prepare CIFAR-10 or CIFAR-100 ahead of training (the training '
+      'commands do it on first use): download the official archive, or '
+      'read it from --download-dir, and write the TFDS dataset',
+  )
+  parser.add_argument('dataset', choices=_CIFAR_OR_DIGITS[1:])
+  parser.add_argument(
+      '--data-dir',
+      default=None,
+      help='the TFDS data directory (default: ~/tensorflow_datasets)',
+  )
+  _add_download_dir(parser)
+  parser.add_argument(
+      '--overwrite',
+      action='store_true',
+      help='prepare again over a dataset that cannot be read',
+  )
+  parser.set_defaults(handler=_prepare)
+
+
+def _prepare(args) -> int:
+  from experiments import cifar  # pylint: disable=g-import-not-at-top
+
+  cifar.prepare(
+      args.dataset,
+      args.data_dir,
+      manual_dir=args.download_dir,
+      overwrite=args.overwrite,
+  )
+  builder = cifar.builder(args.dataset, args.data_dir)
+  counts = ', '.join(
+      f'{split} {info.num_examples}'
+      for split, info in builder.info.splits.items()
+  )
+  print(f'{args.dataset} is prepared in {builder.data_dir} ({counts}).')
+  return 0
 
 
 # compare ---------------------------------------------------------------------
@@ -772,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
       _add_acme,
       _add_adadiff_cifar,
       _add_adadiff_ptb,
+      _add_prepare,
       _add_compare,
       _add_plot,
   ):

@@ -6,7 +6,8 @@ batched and augmented with Grain.
 
 * **Data.** A split is read once per process into memory and kept there (the
   50,000 CIFAR training images take 150 MB), so an epoch costs only its
-  augmentation. Preparing the ArrayRecord files once needs TensorFlow; see
+  augmentation. CIFAR is the dataset ``experiments.cifar`` builds from the
+  official archive, images stored as uint8 arrays; see
   :data:`PREPARE_COMMAND`. ``digits`` is scikit-learn's bundled 8x8 digits,
   upsampled to 32x32x3: no download, the dataset of a first run.
 * **Augmentation** (training): a random 32x32 crop of the image padded with 4
@@ -48,18 +49,11 @@ import grain
 import numpy as np
 from PIL import Image
 
-PREPARE_COMMAND = (
-    'pip install tensorflow importlib_resources && '
-    'tfds build {name} --file_format=array_record '
-    '--data_dir={data_dir}'
-)
-"""Prepares a CIFAR dataset for ``tfds.data_source``, once.
+PREPARE_COMMAND = 'python -m experiments prepare {name} --data-dir {data_dir}'
+"""Prepares a CIFAR dataset once (``experiments.cifar``: no TensorFlow needed).
 
-TFDS's CIFAR builder reads the downloaded archive with ``tf.io.gfile`` and
-encodes every image to PNG with ``tf.image.encode_png``, and the ``tfds``
-command imports TensorFlow; ``importlib_resources`` is imported by TFDS's
-builder but not installed with it. Reading the prepared files needs neither
-(TFDS decodes the PNGs with Pillow).
+A training command with ``--dataset cifar10`` or ``cifar100`` does it on first
+use; this command does it ahead, e.g. on a machine that can download.
 """
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
@@ -206,9 +200,9 @@ def _digits() -> tuple[StoredSplit, StoredSplit]:
 def _corrupt(
     name: str, data_dir: str | None, error: Exception
 ) -> DatasetCorruptError:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from experiments import cifar  # pylint: disable=g-import-not-at-top
 
-  root = data_dir or tfds.core.constants.DATA_DIR
+  root = data_dir or cifar.DEFAULT_DATA_DIR
   reason = (str(error).strip().splitlines() or [''])[0]
   command = PREPARE_COMMAND.format(name=name, data_dir=root)
   return DatasetCorruptError(
@@ -218,36 +212,80 @@ def _corrupt(
 
 
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  """`tfds.data_source`, or one clear error if the dataset is not readable."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  """A split's ArrayRecord source, or one clear error if it is not readable."""
+  # Imported here: TFDS takes seconds to import, and digits needs none of it.
+  from experiments import cifar  # pylint: disable=g-import-not-at-top
 
   try:
-    return tfds.data_source(
-        name, split=split, data_dir=data_dir, download=False
-    )
-  # TFDS raises NotImplementedError, KeyError or FileNotFoundError for a
-  # dataset that is not there, depending on what the folder holds, and
-  # parsing errors for damaged metadata.
-  except Exception as error:  # pylint: disable=broad-exception-caught
-    opening_error = error
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = cifar.builder(name, data_dir)
+  # TFDS's constructor parses the metadata of a prepared dataset.
   except Exception as error:  # pylint: disable=broad-exception-caught
     raise _corrupt(name, data_dir, error) from error
-  command = PREPARE_COMMAND.format(name=name, data_dir=builder.data_dir_root)
+  try:
+    return builder.as_data_source(split)
+  # TFDS raises AssertionError, KeyError or FileNotFoundError for a dataset
+  # that is not there, depending on what the folder holds.
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    opening_error = error
   if not builder.is_prepared():
+    command = PREPARE_COMMAND.format(name=name, data_dir=builder.data_dir_root)
     raise DatasetNotFoundError(
-        f'{name} is not prepared in {builder.data_dir_root}. Prepare it once '
-        f'with:\n  {command}'
-    ) from opening_error
-  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-    raise DatasetNotFoundError(
-        f'{name} in {builder.data_dir_root} is prepared as '
-        f'{builder.info.file_format.value} files, which tfds.data_source '
-        f'cannot read. Prepare it as ArrayRecord files with:\n  {command} '
-        '--overwrite'
+        f'{name} is not prepared in {builder.data_dir_root}. A training '
+        f'command with --dataset {name} prepares it on first use, or '
+        f'prepare it with:\n  {command}'
     ) from opening_error
   raise _corrupt(name, data_dir, opening_error) from opening_error
+
+
+def prepare(
+    dataset: str, data_dir: str | None = None, download_dir: str | None = None
+) -> None:
+  """Prepares CIFAR once, on first use (``experiments.cifar.prepare``).
+
+  Digits needs nothing. A CIFAR dataset already prepared in ``data_dir`` is
+  left as it is; otherwise its archive is read from ``download_dir`` if given,
+  else downloaded.
+
+  Args:
+    dataset: one of :data:`DATASETS`.
+    data_dir: where TFDS keeps prepared datasets (TFDS's default if None).
+    download_dir: a folder with the official archive
+      (``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz``).
+
+  Raises:
+    FileNotFoundError: ``download_dir`` lacks the archive, or it cannot be
+      downloaded.
+    ValueError: an unknown dataset, or an archive that is not the official
+      one (``experiments.cifar.ArchiveError``).
+  """
+  dataset_info(dataset)
+  if dataset == 'digits':
+    return
+  from experiments import cifar  # pylint: disable=g-import-not-at-top
+
+  cifar.prepare(dataset, data_dir, manual_dir=download_dir)
+
+
+def read_records(source: Any) -> StoredSplit:
+  """Every record of a TFDS data source, in order, as a split's arrays.
+
+  The one reading loop of CIFAR, used for the datasets of
+  ``experiments.cifar`` and, by ``benchmarks/cifar_read.py``, for TFDS's own.
+
+  Args:
+    source: ``tfds.data_source``'s, or a builder's ``as_data_source``: records
+      with ``'image'`` (HWC uint8) and ``'label'``.
+
+  Returns:
+    A :class:`StoredSplit`.
+  """
+  # One call for all records: ArrayRecord reads them twice as fast as one by
+  # one.
+  records = source.__getitems__(range(len(source)))
+  return StoredSplit(
+      np.stack([record['image'] for record in records]),
+      np.array([record['label'] for record in records], np.int32),
+  )
 
 
 _TFDS_CACHE: dict[tuple[Any, ...], StoredSplit] = {}
@@ -260,15 +298,11 @@ def _read_tfds(name: str, split: str, data_dir: str | None) -> StoredSplit:
   if key not in _TFDS_CACHE:
     logging.info('Reading %d records of %s/%s.', len(source), name, split)
     try:
-      records = [source[i] for i in range(len(source))]
+      _TFDS_CACHE[key] = read_records(source)
     # ArrayRecord raises RuntimeError for a damaged file, protobuf a
     # DecodeError for a damaged record.
     except Exception as error:  # pylint: disable=broad-exception-caught
       raise _corrupt(name, data_dir, error) from error
-    _TFDS_CACHE[key] = StoredSplit(
-        np.stack([record['image'] for record in records]),
-        np.array([record['label'] for record in records], np.int32),
-    )
   return _TFDS_CACHE[key]
 
 

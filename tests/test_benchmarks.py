@@ -10,11 +10,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'benchmarks'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import cifar_read
 import end_to_end
 import report
 import resnet20
@@ -245,3 +247,28 @@ def test_step_profile_finds_the_operations_in_the_trace():
   assert row['step'] > 0
   assert row['convolution'] > 0
   assert row['platform'] == jax.devices()[0].platform
+
+
+def test_cifar_read_reports_the_new_paths_examples_per_second(tmp_path):
+  table = cifar_read.measure(per_batch=4, rounds=1, workdir=tmp_path)
+  row = next(line for line in table.splitlines() if 'cifar10_arrays' in line)
+  build_seconds, examples_per_second, read_seconds = (
+      float(cell.replace(',', '')) for cell in row.split('|')[2:5]
+  )
+  assert build_seconds > 0 and read_seconds > 0
+  # 20 training images over the read time, printed to 3 digits.
+  assert examples_per_second == pytest.approx(20 / read_seconds, rel=0.01)
+  assert ("TFDS's `cifar10`" in table) == cifar_read.has_tensorflow()
+
+
+def test_the_binary_layout_is_the_archives_images_as_tfds_reads_them(
+    tmp_path,
+):
+  splits = cifar_read.cifar_archives.write_cifar10(tmp_path / 'a.tar.gz', 3)
+  folder = cifar_read.write_binary_layout(tmp_path / 'extracted', splits)
+  data = (folder / 'cifar-10-batches-bin' / 'data_batch_2.bin').read_bytes()
+  # TFDS's builder: a label byte, then the red, green and blue planes.
+  records = np.frombuffer(data, np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+  np.testing.assert_array_equal(records[:, 0], splits['train'].labels[3:6])
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  np.testing.assert_array_equal(images, splits['train'].images[3:6])

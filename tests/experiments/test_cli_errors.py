@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import experiments
-from experiments import cli, input_pipeline
+from experiments import cifar, cli, input_pipeline
 from experiments.configs import adaloss as adaloss_config
 
 ROOT = pathlib.Path(experiments.__file__).parent.parent
@@ -83,13 +83,13 @@ def _config_file(folder: pathlib.Path, change=None, text=None) -> str:
 def _corrupt_cifar10(data_dir: pathlib.Path) -> None:
   """CIFAR-10 as TFDS describes a prepared copy, its ArrayRecord files garbage
   (what a download or a copy cut short leaves)."""
-  builder = tfds.builder('cifar10', data_dir=data_dir)
+  builder = cifar.builder('cifar10', data_dir)
   info = builder.info
   info.set_file_format('array_record', override=True)
   template = tfds.core.ShardedFileTemplate(
       data_dir=builder.data_dir,
       template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}',
-      dataset_name='cifar10',
+      dataset_name=builder.name,
       filetype_suffix='array_record',
   )
   splits = [
@@ -289,16 +289,25 @@ def test_a_run_with_checkpoints_is_refused_without_resume(workdir, capsys):
   assert _outputs(workdir) == before
 
 
+def _no_network(monkeypatch):
+  def download(self, url):
+    del self  # unused
+    raise ConnectionError(f'{url} is unreachable')
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download', download)
+
+
 @pytest.mark.parametrize(
     'prepare, message',
     [
         (
             lambda data_dir: None,
             (
-                'error: cifar10 is not prepared in {data_dir}. Prepare it once'
-                ' with:\n  pip install tensorflow importlib_resources && tfds'
-                ' build cifar10 --file_format=array_record'
-                ' --data_dir={data_dir}\n'
+                'error: cifar10_arrays is not prepared and downloading '
+                '{url} failed (ConnectionError: {url} is unreachable). '
+                'Offline, download it elsewhere and pass the directory that '
+                'holds it as --download-dir (`manual_dir` of '
+                'experiments.cifar.prepare).\n'
             ),
         ),
         (
@@ -306,17 +315,17 @@ def test_a_run_with_checkpoints_is_refused_without_resume(workdir, capsys):
             (
                 'error: cifar10 in {data_dir} cannot be read (RuntimeError:'
                 ' ArrayRecord file should be at least 64KB big). Prepare it'
-                ' again with:\n  pip install tensorflow importlib_resources &&'
-                ' tfds build cifar10 --file_format=array_record'
-                ' --data_dir={data_dir} --overwrite\n'
+                ' again with:\n  python -m experiments prepare cifar10'
+                ' --data-dir {data_dir} --overwrite\n'
             ),
         ),
     ],
-    ids=['missing', 'corrupt'],
+    ids=['missing-offline', 'corrupt'],
 )
 def test_a_missing_or_corrupt_dataset_is_refused(
-    workdir, tmp_path, capsys, prepare, message
+    workdir, tmp_path, capsys, monkeypatch, prepare, message
 ):
+  _no_network(monkeypatch)
   data_dir = tmp_path / 'tensorflow_datasets'
   data_dir.mkdir()
   prepare(data_dir)
@@ -337,7 +346,7 @@ def test_a_missing_or_corrupt_dataset_is_refused(
       ],
       capsys,
   )
-  assert err == message.format(data_dir=data_dir)
+  assert err == message.format(data_dir=data_dir, url=cifar.CIFAR10_ARCHIVE.url)
   assert _outputs(workdir) == before
 
 

@@ -1,30 +1,48 @@
-"""Input pipelines on scikit-learn's digits and on TFDS's mock CIFAR."""
+"""Input pipelines on scikit-learn's digits and on small generated CIFARs."""
 
 import json
 import os
 import pathlib
 
+import cifar_archives
 import grain
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
-from experiments import input_pipeline
+from experiments import cifar, input_pipeline
 
 ONE_HOST = grain.sharding.NoSharding()
 # Normalisations under which served pixels can be traced back to stored ones.
 IDENTITY = ((0.0,) * 3, (1.0,) * 3)  # served = stored / 255
 SHIFTED = ((-1.0,) * 3, (1.0,) * 3)  # served = stored / 255 + 1; Cutout's 0
-MOCK_EXAMPLES = 64
+CIFAR_TRAIN = 65  # 13 in each of the five batches of CIFAR-10's archive
+CIFAR_TEST = 64
 
 
-@pytest.fixture
-def mock_cifar():
-  with tfds.testing.mock_data(
-      num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE
-  ):
-    yield
+@pytest.fixture(scope='module')
+def cifar_data_dir(tmp_path_factory) -> str:
+  """Small CIFAR-10 and CIFAR-100 of random images, prepared by their
+  builders from archives in the official format."""
+  root = tmp_path_factory.mktemp('cifar')
+  downloads = root / 'downloads'
+  downloads.mkdir()
+  cifar_archives.write_cifar10(
+      downloads / 'cifar-10-python.tar.gz', 13, num_test=CIFAR_TEST
+  )
+  cifar_archives.write_cifar100(
+      downloads / 'cifar-100-python.tar.gz', CIFAR_TRAIN, CIFAR_TEST
+  )
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    for dataset, builder_class in cifar.BUILDERS.items():
+      path = downloads / builder_class.ARCHIVE.filename
+      monkeypatch.setattr(
+          builder_class,
+          'url_infos',
+          {builder_class.ARCHIVE.url: cifar_archives.url_info(path)},
+      )
+      cifar.prepare(dataset, root / 'tfds', manual_dir=downloads)
+  return str(root / 'tfds')
 
 
 def _batches(dataset, split, count=None, **kwargs):
@@ -243,20 +261,22 @@ def test_digits_are_cropped_with_zero_padding_but_never_mirrored():
     assert any(not mirrored for *_, mirrored in crops.find(served))
 
 
-@pytest.mark.usefixtures('mock_cifar')
-def test_cifar_training_crops_flips_and_serves_a_permutation():
-  crops = _Crops(input_pipeline.read_split('cifar10', 'train').images)
+def test_cifar_training_crops_flips_and_serves_a_permutation(cifar_data_dir):
+  crops = _Crops(
+      input_pipeline.read_split('cifar10', 'train', cifar_data_dir).images
+  )
   batches = _batches(
       'cifar10',
       'train',
-      batch_size=16,
+      data_dir=cifar_data_dir,
+      batch_size=13,
       train=True,
       seed=0,
       num_epochs=2,
       mean_std=IDENTITY,
   )
   epochs = []
-  for epoch in (batches[:4], batches[4:]):
+  for epoch in (batches[:5], batches[5:]):
     placements = [
         crops.find(served)
         for b in epoch
@@ -265,21 +285,21 @@ def test_cifar_training_crops_flips_and_serves_a_permutation():
     # Random images: each served image comes from one stored image, one way.
     assert all(len(found) == 1 for found in placements)
     indices, tops, lefts, mirrored = zip(*(found[0] for found in placements))
-    assert sorted(indices) == list(range(MOCK_EXAMPLES))
+    assert sorted(indices) == list(range(CIFAR_TRAIN))
     assert len(set(zip(tops, lefts))) > 10
-    assert 8 <= sum(mirrored) <= 56  # Binomial(64, 1/2)
+    assert 8 <= sum(mirrored) <= 57  # Binomial(65, 1/2)
     epochs.append({found[0][0]: found[0][1:] for found in placements})
   # An example's crop and flip are drawn anew every epoch.
-  assert sum(epochs[0][i] == epochs[1][i] for i in range(MOCK_EXAMPLES)) < 8
+  assert sum(epochs[0][i] == epochs[1][i] for i in range(CIFAR_TRAIN)) < 8
 
 
-@pytest.mark.usefixtures('mock_cifar')
-def test_cutout_zeroes_one_square_after_normalisation():
+def test_cutout_zeroes_one_square_after_normalisation(cifar_data_dir):
   length = 8
   batch = _batches(
       'cifar10',
       'train',
       1,
+      data_dir=cifar_data_dir,
       batch_size=32,
       train=True,
       seed=0,
@@ -300,6 +320,7 @@ def test_cutout_zeroes_one_square_after_normalisation():
       'cifar10',
       'test',
       1,
+      data_dir=cifar_data_dir,
       batch_size=32,
       train=False,
       cutout=length,
@@ -308,13 +329,13 @@ def test_cutout_zeroes_one_square_after_normalisation():
   assert (evaluation['image'] > 0).all()
 
 
-@pytest.mark.usefixtures('mock_cifar')
-def test_resizing_follows_the_adaloss_code():
-  stored = input_pipeline.read_split('cifar100', 'test')
+def test_resizing_follows_the_adaloss_code(cifar_data_dir):
+  stored = input_pipeline.read_split('cifar100', 'test', cifar_data_dir)
   batch = _batches(
       'cifar100',
       'test',
       1,
+      data_dir=cifar_data_dir,
       batch_size=4,
       train=False,
       image_size=224,
@@ -332,6 +353,7 @@ def test_resizing_follows_the_adaloss_code():
       'cifar100',
       'train',
       1,
+      data_dir=cifar_data_dir,
       batch_size=4,
       train=True,
       image_size=224,
@@ -341,9 +363,10 @@ def test_resizing_follows_the_adaloss_code():
   assert np.isfinite(train['image']).all() and train['label'].max() < 100
 
 
-@pytest.mark.usefixtures('mock_cifar')
-def test_training_at_another_size_crops_and_flips_the_resized_image():
-  stored = input_pipeline.read_split('cifar10', 'train')
+def test_training_at_another_size_crops_and_flips_the_resized_image(
+    cifar_data_dir,
+):
+  stored = input_pipeline.read_split('cifar10', 'train', cifar_data_dir)
   size, resized = 40, 46  # 46 = round(40 * 256 / 224)
   resized_images = np.stack([
       np.asarray(
@@ -357,6 +380,7 @@ def test_training_at_another_size_crops_and_flips_the_resized_image():
       'cifar10',
       'train',
       1,
+      data_dir=cifar_data_dir,
       batch_size=16,
       train=True,
       seed=0,
@@ -397,14 +421,13 @@ def test_the_45k_5k_split_is_fixed_stratified_disjoint_and_complete():
   np.testing.assert_array_equal(validation, again_validation)
 
 
-@pytest.mark.usefixtures('mock_cifar')
-def test_the_45k_5k_splits_of_mock_cifar():
-  whole = input_pipeline.read_split('cifar10', 'train')
-  train = input_pipeline.read_split('cifar10', 'train45k')
-  validation = input_pipeline.read_split('cifar10', 'val5k')
+def test_the_45k_5k_splits_of_a_small_cifar(cifar_data_dir):
+  whole = input_pipeline.read_split('cifar10', 'train', cifar_data_dir)
+  train = input_pipeline.read_split('cifar10', 'train45k', cifar_data_dir)
+  validation = input_pipeline.read_split('cifar10', 'val5k', cifar_data_dir)
   counts = np.bincount(whole.labels)
   assert len(validation.labels) == sum(round(c / 10) for c in counts)
-  assert len(train.labels) + len(validation.labels) == MOCK_EXAMPLES
+  assert len(train.labels) + len(validation.labels) == CIFAR_TRAIN
 
   def as_bytes(images):
     return {image.tobytes() for image in images}
@@ -414,7 +437,12 @@ def test_the_45k_5k_splits_of_mock_cifar():
   )
   assert not as_bytes(train.images) & as_bytes(validation.images)
   batches = input_pipeline.create_split(
-      'cifar10', 'val5k', batch_size=4, train=False, shard_options=ONE_HOST
+      'cifar10',
+      'val5k',
+      batch_size=4,
+      train=False,
+      data_dir=cifar_data_dir,
+      shard_options=ONE_HOST,
   )
   assert batches.steps_per_epoch == -(-len(validation.labels) // 4)
 
@@ -428,31 +456,21 @@ def test_a_missing_dataset_says_how_to_prepare_it(tmp_path, folder):
     )
   assert isinstance(error.value, FileNotFoundError)
   assert str(error.value) == (
-      f'cifar10 is not prepared in {data_dir}. Prepare it once with:\n'
-      '  pip install tensorflow importlib_resources && tfds build cifar10 '
-      f'--file_format=array_record --data_dir={data_dir}'
+      f'cifar10 is not prepared in {data_dir}. A training command with '
+      '--dataset cifar10 prepares it on first use, or prepare it with:\n'
+      f'  python -m experiments prepare cifar10 --data-dir {data_dir}'
   )
 
 
-def test_a_dataset_prepared_as_tfrecord_says_how_to_convert_it(tmp_path):
-  builder = tfds.builder('cifar100', data_dir=tmp_path)
-  os.makedirs(builder.data_dir)
-  builder.info.write_to_directory(builder.data_dir)  # looks prepared
-  with pytest.raises(
-      input_pipeline.DatasetNotFoundError,
-      match='tfrecord files.*\n.*--file_format=array_record.*--overwrite',
-  ):
-    input_pipeline.read_split('cifar100', 'test', data_dir=str(tmp_path))
-
-
 def test_a_dataset_with_damaged_metadata_says_how_to_prepare_it_again(tmp_path):
-  data_dir = pathlib.Path(tfds.builder('cifar10', data_dir=tmp_path).data_dir)
+  data_dir = pathlib.Path(cifar.builder('cifar10', tmp_path).data_dir)
   os.makedirs(data_dir)
   (data_dir / 'dataset_info.json').write_text('{"name": "cifar')  # cut short
   with pytest.raises(
       input_pipeline.DatasetCorruptError,
       match=f'cifar10 in {tmp_path} cannot be read '
-      r'\(ParseError: .*\)\. Prepare it again with:\n.*'
+      r'\(ParseError: .*\)\. Prepare it again with:\n'
+      f'  python -m experiments prepare cifar10 --data-dir {tmp_path} '
       '--overwrite',
   ):
     input_pipeline.read_split('cifar10', 'test', data_dir=str(tmp_path))

@@ -1,9 +1,9 @@
 """PTB built by TFDS from a tiny corpus in its format, and the BPTT pipeline."""
 
-import importlib.abc
 import sys
 
 from etils import epath
+import no_tensorflow
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -116,24 +116,8 @@ def test_records_keep_the_file_order_and_text(data_dir):
   assert blank['ids'].tolist() == [ptb.load_vocabulary(data_dir).index('<eos>')]
 
 
-class _BlockTensorFlow(importlib.abc.MetaPathFinder):
-  """Makes `import tensorflow` fail, whether or not it is installed."""
-
-  def find_spec(self, name, path, target=None):
-    del path, target  # unused
-    if name == 'tensorflow' or name.startswith('tensorflow.'):
-      raise ModuleNotFoundError(f'No module named {name!r} (blocked)')
-    return None
-
-
 def test_builds_and_reads_with_tensorflow_unimportable(tmp_path, monkeypatch):
-  if 'tensorflow' in sys.modules:
-    pytest.skip('TensorFlow was imported by an earlier test.')
-  # A finder, not `sys.modules['tensorflow'] = None`: etils takes any entry
-  # there for an imported TensorFlow.
-  monkeypatch.setattr(sys, 'meta_path', [_BlockTensorFlow(), *sys.meta_path])
-  with pytest.raises(ImportError):
-    importlib.import_module('tensorflow')
+  no_tensorflow.block_tensorflow(monkeypatch)
   # AWD-LSTM's getdata.sh names are accepted too.
   _write(
       tmp_path / 'penn',
