@@ -658,7 +658,9 @@ def _check_memory(
       num_devices=mesh.size,
       estimate=estimate,
   )
-  _LOG.info(
+  # Not at INFO: a refused command prints one line, and the checks that
+  # follow (the working directory, its checkpoints) may still refuse it.
+  _LOG.debug(
       'The training step needs about %.1f MiB per device of the %.1f MiB '
       'available (%s).',
       needed / 2**20,
