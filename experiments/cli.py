@@ -27,7 +27,8 @@ This module only parses command lines and hands them to those modules and to
 the training loops.
 
 Every training command also takes ``--workdir``, ``--resume``, ``--max-steps``,
-``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``. On
+``--max-steps-per-epoch``, ``--checkpoint-every`` and ``--no-progress``, and
+all but ``adadiff-ptb`` ``--micro-batch`` (``experiments.train``). On
 several hosts, run the same command on every host with ``--distributed`` (or
 ``EXPERIMENTS_DISTRIBUTED=1``) before the command's name, which calls
 ``jax.distributed.initialize()`` first: on Cloud TPU, Slurm and Open MPI
@@ -69,9 +70,13 @@ def _parser(commands, name: str, help_text: str) -> argparse.ArgumentParser:
 
 
 def _add_run_flags(
-    parser: argparse.ArgumentParser, *, resume_short: bool = False
+    parser: argparse.ArgumentParser,
+    *,
+    resume_short: bool = False,
+    micro_batch: bool = True,
 ):
-  """The flags every training command takes."""
+  """The flags every training command takes (`micro_batch`: and
+  ``--micro-batch``, which the image classifiers' loop has)."""
   group = parser.add_argument_group('run')
   group.add_argument(
       '--workdir',
@@ -104,6 +109,18 @@ def _add_run_flags(
   group.add_argument(
       '--no-progress', action='store_true', help='no progress bar'
   )
+  if micro_batch:
+    group.add_argument(
+        '--micro-batch',
+        type=int,
+        default=None,
+        metavar='N',
+        help=(
+            'compute each step N examples at a time, summing the loss and '
+            'gradient (the same step in less memory; BatchNorm normalises '
+            'each micro-batch by its own statistics)'
+        ),
+    )
 
 
 def _add_download_dir(parser: argparse.ArgumentParser) -> None:
@@ -128,13 +145,16 @@ def _prepare_data(
 
 
 def _run_overrides(args) -> dict[str, Any]:
-  return {
+  overrides = {
       'resume': args.resume,
       'max_steps': args.max_steps,
       'max_steps_per_epoch': args.max_steps_per_epoch,
       'checkpoint_every_steps': args.checkpoint_every,
       'progress_bar': not args.no_progress,
   }
+  if 'micro_batch' in vars(args):
+    overrides['micro_batch'] = args.micro_batch
+  return overrides
 
 
 def _train(config, workdir: str, train_and_evaluate=None) -> int:
@@ -618,7 +638,7 @@ def _add_adadiff_ptb(commands):
           'steps (fewer compilations, more padding)'
       ),
   )
-  _add_run_flags(parser)
+  _add_run_flags(parser, micro_batch=False)
   parser.set_defaults(handler=_adadiff_ptb)
 
 

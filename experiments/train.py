@@ -29,6 +29,7 @@ does):
   gradients and updates, for the scale-free paper's magnitude histograms.
 """
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -48,7 +49,13 @@ import numpy as np
 import optax
 import tqdm
 
-from experiments import input_pipeline, models, optimizers, run_directory
+from experiments import (
+    input_pipeline,
+    memory_check,
+    models,
+    optimizers,
+    run_directory,
+)
 from experiments.configs import default as default_config
 from experiments.configs.default import Config
 
@@ -197,6 +204,112 @@ def _classification_metrics(logits, batch, label_smoothing: float = 0.0):
   return loss, {'loss_sum': loss * count, 'correct': correct, 'count': count}
 
 
+def _micro_batches(batch, num_micro_batches: int):
+  """`batch` as micro-batches stacked along a new first axis.
+
+  Micro-batch ``j`` takes rows ``j``, ``j + num_micro_batches``, ...: when
+  `num_micro_batches` divides every device's rows, each micro-batch takes an
+  equal share of every device's rows, so the step stays data-parallel.
+  """
+
+  def split(x):
+    x = x.reshape(-1, num_micro_batches, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def _sum_over_micro_batches(evaluate, model_state, micro_batches):
+  """`evaluate` on every micro-batch in turn, its outputs summed.
+
+  Args:
+    evaluate: ``evaluate(model_state, examples) -> ((loss, (model_state,
+      metrics)), grads)``, `grads` None when not differentiating.
+    model_state: the model's non-parameter state at the step's start.
+    micro_batches: from :func:`_micro_batches`.
+
+  Returns:
+    ``((loss, (model_state, metrics)), grads)`` like `evaluate`'s, loss,
+    metrics and gradients summed. The RNG streams are carried from one
+    micro-batch to the next, so that each draws its own dropout mask. Every
+    micro-batch normalises with its own BatchNorm statistics, from the
+    step's starting running averages, and the running averages kept are the
+    mean of the micro-batches' updates: they move once per step, the running
+    mean exactly as the whole batch would move it, the running variance by
+    the mean of the micro-batches' variances (without the spread between
+    their means).
+  """
+  start_stats, start_rest = nnx.split_state(model_state, nnx.BatchStat, ...)
+  num_micro_batches = jax.tree.leaves(micro_batches)[0].shape[0]
+
+  def evaluate_one(rest, examples):
+    (loss, (new_state, metrics)), grads = evaluate(
+        nnx.merge_state(start_stats, rest), examples
+    )
+    stats, rest = nnx.split_state(new_state, nnx.BatchStat, ...)
+    return rest, (loss, stats, metrics, grads)
+
+  def add(carry, examples):
+    rest, totals = carry
+    rest, outputs = evaluate_one(rest, examples)
+    return (rest, jax.tree.map(jnp.add, totals, outputs)), None
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  zeros = jax.tree.map(
+      lambda x: jnp.zeros(x.shape, x.dtype),
+      jax.eval_shape(evaluate_one, start_rest, first)[1],
+  )
+  (rest, (loss, stats, metrics, grads)), _ = jax.lax.scan(
+      add, (start_rest, zeros), micro_batches
+  )
+  stats = jax.tree.map(lambda x: x / num_micro_batches, stats)
+  return (loss, (nnx.merge_state(stats, rest), metrics)), grads
+
+
+def _accumulated(evaluate, model_state, micro_batches):
+  """The loss of the whole batch as a function of the parameters, and its
+  gradient, memory bounded by a micro-batch's.
+
+  Returns:
+    ``(loss_and_grad, value_fn)``: ``loss_and_grad(params)`` returns
+    ``((loss, (model_state, metrics)), grads)``, and ``value_fn(params)`` the
+    loss only, for the optimizer's re-evaluations. Its gradient is taken
+    micro-batch by micro-batch in the forward pass (a custom VJP), since
+    differentiating through the scan would keep every micro-batch's
+    activations at once.
+  """
+
+  def loss_and_grad(params):
+    return _sum_over_micro_batches(
+        lambda model_state, examples: jax.value_and_grad(
+            evaluate, has_aux=True
+        )(params, model_state, examples),
+        model_state,
+        micro_batches,
+    )
+
+  @jax.custom_vjp
+  def value_fn(params):
+    return _sum_over_micro_batches(
+        lambda model_state, examples: (
+            evaluate(params, model_state, examples),
+            None,
+        ),
+        model_state,
+        micro_batches,
+    )[0][0]
+
+  def value_and_gradient(params):
+    (loss, _), grads = loss_and_grad(params)
+    return loss, grads
+
+  def scale_gradient(grads, cotangent):
+    return (jax.tree.map(lambda g: cotangent * g, grads),)
+
+  value_fn.defvjp(value_and_gradient, scale_gradient)
+  return loss_and_grad, value_fn
+
+
 def train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformationExtraArgs,
@@ -205,6 +318,7 @@ def train_step(
     *,
     loss_multiplier: float = 1.0,
     label_smoothing: float = 0.0,
+    micro_batch: int | None = None,
     with_stats: bool = False,
 ):
   """One optimizer step on `batch`.
@@ -216,6 +330,13 @@ def train_step(
     batch: ``image``, ``label`` and ``mask``.
     loss_multiplier: multiplies the loss the optimizer sees.
     label_smoothing: of the cross-entropy.
+    micro_batch: evaluate the loss and its gradient this many examples at a
+      time (a divisor of the batch; None: all at once), summing the
+      micro-batches' shares of the batch's mean loss and gradient in a
+      ``lax.scan``. The optimizer sees the same loss, gradient and
+      ``value_fn`` as without, up to float32 rounding, but for BatchNorm
+      (see :func:`_sum_over_micro_batches`) and dropout (each micro-batch
+      draws its own mask).
     with_stats: also return the parameters after the step, the gradients and
       the updates.
 
@@ -224,22 +345,39 @@ def train_step(
     unmultiplied loss), ``correct`` and ``count``; with ``with_stats``, a
     third element ``{'parameter', 'gradient', 'update'}``.
   """
+  batch_count = jnp.maximum(jnp.sum(batch['mask']), 1).astype(jnp.float32)
 
-  def loss_fn(params):
+  def loss_fn(params, model_state, examples):
     logits, model_state = _apply(
-        graphdef, params, state.model_state, batch['image'], train=True
+        graphdef, params, model_state, examples['image'], train=True
     )
-    loss, metrics = _classification_metrics(logits, batch, label_smoothing)
-    return loss_multiplier * loss, (model_state, metrics)
+    loss, metrics = _classification_metrics(logits, examples, label_smoothing)
+    # The examples' share of the batch's mean: all of it (a factor of exactly
+    # 1) without micro-batches.
+    share = loss * (metrics['count'] / batch_count)
+    return loss_multiplier * share, (model_state, metrics)
 
-  def value_fn(params):
-    # The same batch and the same dropout mask; the statistics it computes
-    # are dropped, so they move once per step whatever the method.
-    return loss_fn(params)[0]
+  batch_size = batch['mask'].shape[0]
+  if micro_batch is None or micro_batch == batch_size:
+    loss_and_grad = functools.partial(
+        jax.value_and_grad(loss_fn, has_aux=True),
+        model_state=state.model_state,
+        examples=batch,
+    )
 
-  (loss, (model_state, metrics)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True
-  )(state.params)
+    def value_fn(params):
+      # The same batch and the same dropout mask; the statistics it computes
+      # are dropped, so they move once per step whatever the method.
+      return loss_fn(params, state.model_state, batch)[0]
+
+  else:
+    loss_and_grad, value_fn = _accumulated(
+        loss_fn,
+        state.model_state,
+        _micro_batches(batch, batch_size // micro_batch),
+    )
+
+  (loss, (model_state, metrics)), grads = loss_and_grad(state.params)
   updates, opt_state = tx.update(
       grads, state.opt_state, state.params, value=loss, value_fn=value_fn
   )
@@ -329,8 +467,11 @@ def _split_prefix(split: str) -> str:
   return split
 
 
-# The fields of a Config that the compiled training step depends on.
+# The fields of a Config that the compiled training step depends on (with
+# the shapes of its arguments: it is compiled ahead of time).
 _STEP_FIELDS = (
+    'batch_size',
+    'image_size',
     'optimizer',
     'learning_rate',
     'optimizer_kwargs',
@@ -339,6 +480,7 @@ _STEP_FIELDS = (
     'num_epochs',
     'loss_multiplier',
     'label_smoothing',
+    'micro_batch',
 )
 
 
@@ -356,13 +498,12 @@ class _Steps:
     self._config = config
     self._optimizer = create_optimizer(config, num_steps_per_epoch)
     self._replicated = NamedSharding(mesh, P())
-    self._train = {}
+    self._jitted = {}
+    self._compiled = None
     self.monitor = jax.jit(self._optimizer.monitor)
 
-  def train(self, with_stats: bool):
-    """``(state, window, batch) -> (state, window[, stats])``, window summing
-    the step's metrics; the state and the window are donated."""
-    if with_stats not in self._train:
+  def _jitted_train(self, with_stats: bool):
+    if with_stats not in self._jitted:
 
       def accumulate(state, window, batch):
         outputs = train_step(
@@ -372,14 +513,31 @@ class _Steps:
             batch,
             loss_multiplier=self._config.loss_multiplier,
             label_smoothing=self._config.label_smoothing,
+            micro_batch=self._config.micro_batch,
             with_stats=with_stats,
         )
         return (outputs[0], _add_metrics(window, outputs[1]), *outputs[2:])
 
-      self._train[with_stats] = jax.jit(
+      self._jitted[with_stats] = jax.jit(
           accumulate, donate_argnums=(0, 1), out_shardings=self._replicated
       )
-    return self._train[with_stats]
+    return self._jitted[with_stats]
+
+  def train(self, with_stats: bool):
+    """``(state, window, batch) -> (state, window[, stats])``, window summing
+    the step's metrics; the state and the window are donated."""
+    if not with_stats and self._compiled is not None:
+      return self._compiled
+    return self._jitted_train(with_stats)
+
+  def train_step_bytes(self, state, window, batch) -> int | None:
+    """Compiles ``train(False)`` for these arguments (or their shapes), the
+    compiled step then serving the loop; its memory per device by XLA's
+    analysis (None where XLA gives none)."""
+    if self._compiled is None:
+      lowered = self._jitted_train(False).lower(state, window, batch)
+      self._compiled = lowered.compile()
+    return memory_check.step_bytes(self._compiled)
 
 
 @functools.lru_cache(maxsize=8)
@@ -439,6 +597,78 @@ def evaluate(
   return results
 
 
+def _check_memory(
+    steps: _Steps,
+    graphdef: nnx.GraphDef,
+    state: TrainState,
+    config: Config,
+    num_steps_per_epoch: int,
+    mesh: Mesh,
+) -> None:
+  """Compiles the training step and refuses a run it does not fit.
+
+  Raises:
+    ValueError: from ``memory_check.check_fits``, with the estimate and the
+      ``--micro-batch`` predicted to fit.
+  """
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+  size = config.image_size
+  arguments = (
+      jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+          state,
+      ),
+      dict.fromkeys(
+          _METRIC_KEYS,
+          jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated),
+      ),
+      {
+          name: jax.ShapeDtypeStruct(
+              (config.batch_size, *shape), dtype, sharding=batch_sharding
+          )
+          for name, shape, dtype in (
+              ('image', (size, size, 3), jnp.float32),
+              ('label', (), jnp.int32),
+              ('mask', (), jnp.bool_),
+          )
+      },
+  )
+  needed = steps.train_step_bytes(*arguments)
+  available = memory_check.available_per_device()
+  if needed is None or available is None:
+    return
+
+  def estimate(micro_batch: int) -> int:
+    other = _Steps(
+        graphdef,
+        dataclasses.replace(config, micro_batch=micro_batch),
+        num_steps_per_epoch,
+        mesh,
+    )
+    needed_there = other.train_step_bytes(*arguments)
+    assert needed_there is not None  # the same platform analysed `needed`
+    return needed_there
+
+  memory_check.check_fits(
+      needed,
+      available,
+      micro_batch=config.micro_batch or config.batch_size,
+      batch_size=config.batch_size,
+      num_devices=mesh.size,
+      estimate=estimate,
+  )
+  # Not at INFO: a refused command prints one line, and the checks that
+  # follow (the working directory, its checkpoints) may still refuse it.
+  _LOG.debug(
+      'The training step needs about %.1f MiB per device of the %.1f MiB '
+      'available (%s).',
+      needed / 2**20,
+      available.num_bytes / 2**20,
+      available.source,
+  )
+
+
 def _to_global(batch, sharding):
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch
@@ -458,8 +688,10 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
 
   Raises:
     ValueError: before anything is written, for a configuration that does
-      not fit (an unknown model, optimizer or split, a batch that does not
-      divide over the devices), a `workdir` with checkpoints and
+      not fit (an unknown model, optimizer or split, a batch or micro-batch
+      that does not divide over the devices, a compiled training step that
+      needs more memory than is available: see ``memory_check``), a
+      `workdir` with checkpoints and
       ``config.resume`` False, or a resumed `workdir` whose ``config.json``
       has other settings than `config` (but for
       ``configs.default.RUN_CONTROLS``).
@@ -478,6 +710,13 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
         f'`batch_size` {config.batch_size} must be a multiple of '
         f'the {mesh.size} devices.'
     )
+  micro_batches = memory_check.micro_batch_sizes(config.batch_size, mesh.size)
+  if config.micro_batch is not None and config.micro_batch not in micro_batches:
+    raise ValueError(
+        f'`micro_batch` {config.micro_batch} must divide `batch_size` '
+        f'{config.batch_size} and be a multiple of the {mesh.size} devices: '
+        f'one of {", ".join(map(str, micro_batches))}.'
+    )
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
 
@@ -491,6 +730,13 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       full_epoch, config.max_steps_per_epoch or full_epoch
   )
   graphdef, state, optimizer = create_train_state(config, num_steps_per_epoch)
+  steps = _compiled_steps(
+      graphdef,
+      default_config.settings_key(config, _STEP_FIELDS),
+      num_steps_per_epoch,
+      mesh,
+  )
+  _check_memory(steps, graphdef, state, config, num_steps_per_epoch, mesh)
   run = run_directory.RunDirectory(config, workdir)
   progress = run_directory.Progress(window=dict.fromkeys(_METRIC_KEYS, 0.0))
   if run.latest_step() is not None:
@@ -501,13 +747,6 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   history = run.start(config, int(state.step))
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
-
-  steps = _compiled_steps(
-      graphdef,
-      default_config.settings_key(config, _STEP_FIELDS),
-      num_steps_per_epoch,
-      mesh,
-  )
 
   def checkpoint_due():
     every = config.checkpoint_every_steps

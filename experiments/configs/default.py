@@ -17,9 +17,11 @@ RUN_CONTROLS = (
     'max_steps',
     'checkpoint_every_steps',
     'data_dir',
+    'micro_batch',
 )
 """The fields of a :class:`Config` that steer a run but not what it trains: a
-run resumes under other values of these (more steps, another data folder)."""
+run resumes under other values of these (more steps, another data folder,
+micro-batches that fit another machine)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,11 @@ class Config:
     schedule_kwargs: ``final_fraction`` (cosine's floor relative to the base
       rate), ``step_epochs`` and ``gamma`` (step decay).
     batch_size: the global batch size; a multiple of the number of devices.
+    micro_batch: compute each step's loss and gradient this many examples
+      of the global batch at a time, summing them (None: the whole batch at
+      once); a divisor of ``batch_size`` and a multiple of the number of
+      devices. Same loss and gradient up to float32 rounding, but BatchNorm
+      normalises each micro-batch with its own statistics.
     num_epochs: epochs to train.
     max_steps: stop after this many steps in all (None: no limit).
     max_steps_per_epoch: shorten every epoch to this many steps (None: the
@@ -84,6 +91,7 @@ class Config:
   schedule: str = 'constant'
   schedule_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
   batch_size: int = 64
+  micro_batch: int | None = None
   num_epochs: int = 4
   max_steps: int | None = None
   max_steps_per_epoch: int | None = None
