@@ -82,11 +82,12 @@ def _unknown(kind: str, name: str, known) -> ValueError:
 
 
 def check_config(config: Config) -> None:
-  """Refuses an unknown model, optimizer or dataset before any work is done.
+  """Refuses an unknown model, optimizer or dataset, or a hyperparameter out
+  of range, before any work is done.
 
   Raises:
     ValueError: naming the unknown name, the closest known one and the
-      choices.
+      choices; or the hyperparameter and its range.
   """
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
@@ -99,6 +100,9 @@ def check_config(config: Config) -> None:
   if config.optimizer not in optimizers.METHODS:
     raise _unknown('optimizer', config.optimizer, list(optimizers.METHODS))
   input_pipeline.dataset_info(config.dataset)
+  # Built once here, as cheap as it is, so that a hyperparameter out of range
+  # is refused before the model and the data are.
+  create_optimizer(config, num_steps_per_epoch=1)
 
 
 def create_model(config: Config) -> nnx.Module:
