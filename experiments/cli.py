@@ -41,6 +41,7 @@ checkpoint that cannot be restored) prints one message and exits with status
 
 import argparse
 from collections.abc import Sequence
+import difflib
 import json
 import logging
 import math
@@ -856,7 +857,28 @@ def build_parser() -> argparse.ArgumentParser:
       _add_plot,
   ):
     add(commands)
+  for command_parser in commands.choices.values():
+    # For `main` to refuse a misspelled flag with its command's usage.
+    command_parser.set_defaults(command_parser=command_parser)
   return parser
+
+
+def _refuse_unknown_flags(
+    command_parser: argparse.ArgumentParser, unknown: list[str]
+) -> None:
+  """Exits with the command's usage, naming the first unknown flag and the
+  command's closest one."""
+  flags = [word.split('=')[0] for word in unknown if word.startswith('-')]
+  if not flags:
+    command_parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+  known = [
+      option
+      for action in command_parser._actions  # pylint: disable=protected-access
+      for option in action.option_strings
+  ]
+  close = difflib.get_close_matches(flags[0], known, n=1)
+  hint = f'; did you mean {close[0]}?' if close else ''
+  command_parser.error(f'unrecognized argument {flags[0]}{hint}')
 
 
 def _initialize_distributed(args) -> None:
@@ -888,7 +910,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     after one message on stderr: a training run refused for its input has
     written nothing.
   """
-  args = build_parser().parse_args(argv)
+  args, unknown = build_parser().parse_known_args(argv)
+  if unknown:
+    _refuse_unknown_flags(args.command_parser, unknown)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)
   try:

@@ -48,3 +48,32 @@ def test_a_configured_hyperparameter_is_checked_before_model_and_data():
   )
   with pytest.raises(ValueError, match='`learning_rate` must be'):
     train.check_config(config)
+
+
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (
+            ['scale-free', '--weigth-decay', '0.1'],
+            (
+                'unrecognized argument --weigth-decay; did you mean'
+                ' --weight-decay?'
+            ),
+        ),
+        (
+            ['acme', '--width_alpha=2'],
+            'unrecognized argument --width_alpha; did you mean --width-alpha?',
+        ),
+        (['adaloss', 'stray'], 'unrecognized arguments: stray'),
+    ],
+    ids=['value', 'equals', 'not-a-flag'],
+)
+def test_an_unknown_flag_gets_the_commands_usage_and_closest_flag(
+    argv, message, capsys
+):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'usage: python -m experiments {argv[0]} ')
+  assert err.endswith(f'python -m experiments {argv[0]}: error: {message}\n')
