@@ -374,9 +374,12 @@ def _add_adaloss(commands):
 
 
 def _adaloss(args) -> int:
-  values = (
-      adaloss_config.read_authors_config(args.config) if args.config else {}
-  )
+  values = {}
+  if args.config:
+    config_file = adaloss_config.find_authors_config(args.config)
+    if config_file != pathlib.Path(args.config):
+      print(f'No {args.config} here: using the bundled {config_file}.')
+    values = adaloss_config.read_authors_config(config_file)
   for flag in (
       'eta',
       'momentum',

@@ -4,6 +4,7 @@ run prints while it compiles and trains, an interrupted run."""
 import pytest
 
 from experiments import cli, train
+from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
 
 
@@ -77,3 +78,24 @@ def test_an_unknown_flag_gets_the_commands_usage_and_closest_flag(
   err = capsys.readouterr().err
   assert err.startswith(f'usage: python -m experiments {argv[0]} ')
   assert err.endswith(f'python -m experiments {argv[0]}: error: {message}\n')
+
+
+def test_the_authors_config_path_resolves_to_the_bundled_file(
+    monkeypatch, tmp_path, capsys
+):
+  monkeypatch.chdir(tmp_path)  # where no ./configs/ exists
+  started = []
+  monkeypatch.setattr(
+      cli, '_train', lambda config, workdir: started.append(config) or 0
+  )
+  argv = ['adaloss', '-c', './configs/config_cifar100_adaloss.json']
+  assert cli.main(argv) == 0
+  bundled = adaloss_config.CONFIG_DIR / 'config_cifar100_adaloss.json'
+  assert capsys.readouterr().out == (
+      'No ./configs/config_cifar100_adaloss.json here: using the bundled '
+      f'{bundled}.\n'
+  )
+  assert started[0].optimizer == 'adaloss'
+  assert started[0].optimizer_kwargs['b0'] == (
+      adaloss_config.read_authors_config(bundled)['b0']
+  )
