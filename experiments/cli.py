@@ -911,7 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   Returns:
     0 on success; 2 for a refused input (argparse's usage errors included),
     after one message on stderr: a training run refused for its input has
-    written nothing.
+    written nothing; 130 for a run stopped by Ctrl-C, after one line.
   """
   args, unknown = build_parser().parse_known_args(argv)
   if unknown:
@@ -931,3 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ValueError, FileNotFoundError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt as interrupt:
+    # A training loop stopped by Ctrl-C between two steps says where, after
+    # its checkpoint; stopped anywhere else, the last checkpoint stands.
+    print(str(interrupt) or 'interrupted', file=sys.stderr)
+    return 130

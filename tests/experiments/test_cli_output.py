@@ -1,11 +1,22 @@
 """What the command line says to its user: refusals that name the flag, what a
 run prints while it compiles and trains, an interrupted run."""
 
+import logging
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
 import pytest
 
-from experiments import cli, train
+import experiments
+from experiments import cli, run_directory, train
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
+
+ROOT = pathlib.Path(experiments.__file__).parent.parent
 
 
 @pytest.mark.parametrize(
@@ -99,3 +110,97 @@ def test_the_authors_config_path_resolves_to_the_bundled_file(
   assert started[0].optimizer_kwargs['b0'] == (
       adaloss_config.read_authors_config(bundled)['b0']
   )
+
+
+def _command(workdir, *flags) -> list[str]:
+  """A long AdaLoss run on digits: it lasts until interrupted."""
+  return [
+      sys.executable,
+      '-m',
+      'experiments',
+      'adaloss',
+      '--model',
+      'mlp',
+      '--bs',
+      '8',
+      '--ep',
+      '1000',
+      '--workdir',
+      str(workdir),
+      *flags,
+  ]
+
+
+def _environment() -> dict[str, str]:
+  # A progress line after every step, so that the test knows training runs.
+  return {
+      **os.environ,
+      'PYTHONPATH': str(ROOT),
+      'EXPERIMENTS_PROGRESS_SECONDS': '0',
+  }
+
+
+def test_ctrl_c_checkpoints_says_where_and_resume_continues(tmp_path):
+  workdir = tmp_path / 'run'
+  run = subprocess.Popen(
+      _command(workdir),
+      cwd=ROOT,
+      env=_environment(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+  lines = []
+  for line in run.stdout:
+    lines.append(line)
+    if re.match(r'step \d+/', line):
+      break
+  run.send_signal(signal.SIGINT)
+  output = ''.join(lines) + run.communicate(timeout=300)[0]
+  assert run.returncode == 130, output
+  assert 'Traceback' not in output
+  assert re.search(
+      r'^Compiling the training step\.\.\.\n'
+      r'Compiled the training step in \d+\.\d s\.$',
+      output,
+      flags=re.MULTILINE,
+  )
+  last = output.splitlines()[-1]
+  match = re.fullmatch(
+      r'interrupted at step (\d+); resume with the same command and --resume',
+      last,
+  )
+  assert match, output
+  step = int(match[1])
+
+  resumed = subprocess.run(
+      _command(workdir, '--resume', '--max-steps', str(step + 2)),
+      cwd=ROOT,
+      env=_environment(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=True,
+  )
+  assert f'Resuming {workdir} from step {step}.' in resumed.stderr
+  assert run_directory.read_metrics(workdir)[-1]['step'] == step + 2
+
+
+def test_progress_lines_give_steps_rate_and_expected_end(monkeypatch, caplog):
+  clock = [1000.0]
+  monkeypatch.setattr(train.time, 'monotonic', lambda: clock[0])
+  monkeypatch.setattr(train, '_PROGRESS_SECONDS', 30.0)
+  lines = train._ProgressLines(total_steps=100)  # pylint: disable=protected-access
+  with caplog.at_level(logging.INFO, logger='experiments.train'):
+    for step in range(1, 41):
+      clock[0] += 100.0 if step == 1 else 2.0  # the first step compiles
+      lines.step_done(step)
+  # A line once the rate is known, the first step's 100 s being over 30 s,
+  # then at 2 s a step a line every 15 steps.
+  assert [
+      re.sub(r'end \S+', 'end TIME', r.getMessage()) for r in caplog.records
+  ] == [
+      'step 2/100, 0.5 steps/s, expected end TIME (in 3.3 min)',
+      'step 17/100, 0.5 steps/s, expected end TIME (in 2.8 min)',
+      'step 32/100, 0.5 steps/s, expected end TIME (in 2.3 min)',
+  ]
