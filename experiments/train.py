@@ -521,6 +521,41 @@ def _to_global(batch, sharding):
   )
 
 
+def _say_initial_loss(graphdef, state, config, batch_sharding) -> None:
+  """Says, with the loss measured at initialisation on a test batch, that a
+  network without BatchNorm starts from a huge loss: the scale-free paper's
+  networks do, initialised as its code initialises them."""
+  first_batch = next(
+      iter(
+          input_pipeline.create_split(
+              config.dataset,
+              config.eval_splits[-1],
+              batch_size=config.batch_size,
+              train=False,
+              data_dir=config.data_dir,
+              image_size=config.image_size,
+              mean_std=config.mean_std,
+          )
+      )
+  )
+  totals = _to_host(
+      eval_step(
+          graphdef,
+          state.params,
+          state.model_state,
+          _to_global(first_batch, batch_sharding),
+      )
+  )
+  num_classes = input_pipeline.dataset_info(config.dataset).num_classes
+  _LOG.info(
+      'Without BatchNorm the network starts from a loss of %.3g on a test '
+      "batch (chance: %.2g), as the authors' networks do at "
+      'initialisation: expect first-epoch losses of that order.',
+      totals['loss_sum'] / totals['count'],
+      math.log(num_classes),
+  )
+
+
 def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   """Trains and evaluates the model of `config`, writing into `workdir`.
 
@@ -577,6 +612,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   history = run.start(config, int(state.step))
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
+  if config.model_kwargs.get('batch_norm') is False and not int(state.step):
+    _say_initial_loss(graphdef, state, config, batch_sharding)
 
   steps = _compiled_steps(
       graphdef,

@@ -204,3 +204,21 @@ def test_progress_lines_give_steps_rate_and_expected_end(monkeypatch, caplog):
       'step 17/100, 0.5 steps/s, expected end TIME (in 2.8 min)',
       'step 32/100, 0.5 steps/s, expected end TIME (in 2.3 min)',
   ]
+
+
+def test_a_run_without_batch_norm_says_its_initial_loss_first(tmp_path, caplog):
+  with caplog.at_level(logging.INFO, logger='experiments'):
+    argv = ['scale-free', '--no-batch-norm', '--batchsize', '32']
+    argv += ['--max-steps', '1', '--workdir', str(tmp_path), '--no-progress']
+    assert cli.main(argv) == 0
+  messages = [r.getMessage() for r in caplog.records]
+  match = re.fullmatch(
+      r'Without BatchNorm the network starts from a loss of (\S+) on a test'
+      r' batch \(chance: 2.3\), as the authors\' networks do at'
+      r' initialisation: expect first-epoch losses of that order\.',
+      messages[0],
+  )
+  assert match, messages
+  # ResNet-20 without BatchNorm, as the authors initialise it, on digits.
+  assert float(match[1]) > 10
+  assert messages[1] == 'Compiling the training step...'
