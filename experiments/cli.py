@@ -918,6 +918,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _refuse_unknown_flags(args.command_parser, unknown)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)
+  # TFDS and Orbax log through absl; their warnings are not for our users
+  # (an unprepared dataset's folder, say, which our own message explains).
+  logging.getLogger('absl').setLevel(logging.ERROR)
   try:
     if (
         args.distributed

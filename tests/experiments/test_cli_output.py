@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import experiments
-from experiments import cli, run_directory, train
+from experiments import cli, ptb, run_directory, train
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
 
@@ -222,3 +222,30 @@ def test_a_run_without_batch_norm_says_its_initial_loss_first(tmp_path, caplog):
   # ResNet-20 without BatchNorm, as the authors initialise it, on digits.
   assert float(match[1]) > 10
   assert messages[1] == 'Compiling the training step...'
+
+
+def test_an_unprepared_dataset_gets_our_message_alone(tmp_path):
+  refused = subprocess.run(
+      [sys.executable, '-m', 'experiments', 'adaloss', '--model', 'mlp']
+      + ['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'tfds')]
+      + ['--workdir', str(tmp_path / 'run')],
+      cwd=ROOT,
+      env={**os.environ, 'PYTHONPATH': str(ROOT)},
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert refused.returncode == 2
+  assert refused.stderr.startswith(
+      'error: cifar10 is not prepared in '
+  ), refused.stderr
+
+
+def test_preparing_ptb_draws_no_tfds_progress_bars(tmp_path, capfd):
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  for name in ('ptb.train.txt', 'ptb.valid.txt', 'ptb.test.txt'):
+    (corpus / name).write_text(' a b\n b c\n')
+  ptb.prepare(tmp_path / 'tfds', manual_dir=corpus)
+  captured = capfd.readouterr()
+  assert captured.out == '' and captured.err == ''
