@@ -469,7 +469,7 @@ def _add_acme(commands):
 
 
 def _acme(args) -> int:
-  config = acme_config.get_config(
+  flags = dict(
       model=args.model,
       depth=args.depth,
       width_alpha=args.width_alpha,
@@ -487,20 +487,16 @@ def _acme(args) -> int:
       adam=args.adam,
       nesterov=args.nesterov,
       batch_size=args.batch_size,
+      seed=args.seed,
+  )
+  config = acme_config.get_config(
+      **flags,
       dataset=args.dataset,
       data_dir=args.data_dir,
-      seed=args.seed,
       **_run_overrides(args),
   )
-  switches = [
-      s for s in ('acme', 'adam', 'asam', 'nesterov') if getattr(args, s)
-  ] or ['sgd']
   workdir = args.workdir or os.path.join(
-      'runs',
-      'acme',
-      args.dataset,
-      f'{config.model}-{config.model_kwargs["depth"]}-{"-".join(switches)}'
-      f'-lr{args.lr:g}',
+      'runs', 'acme', args.dataset, acme_config.run_name(**flags)
   )
   return _train(config, workdir)
 

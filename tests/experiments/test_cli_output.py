@@ -1,6 +1,8 @@
 """What the command line says to its user: refusals that name the flag, what a
 run prints while it compiles and trains, an interrupted run."""
 
+import inspect
+import json
 import logging
 import os
 import pathlib
@@ -13,6 +15,7 @@ import pytest
 
 import experiments
 from experiments import cli, ptb, run_directory, train
+from experiments.configs import acme as acme_config
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
 
@@ -249,3 +252,48 @@ def test_preparing_ptb_draws_no_tfds_progress_bars(tmp_path, capfd):
   ptb.prepare(tmp_path / 'tfds', manual_dir=corpus)
   captured = capfd.readouterr()
   assert captured.out == '' and captured.err == ''
+
+
+def test_acme_runs_of_different_settings_get_different_folders(monkeypatch):
+  variants = [
+      [],
+      ['--model', 'Pyramid'],
+      ['--depth', '10'],
+      ['--width-alpha', '1'],
+      ['--model', 'Pyramid', '--bottleneck'],
+      ['--dropout', '0.3'],
+      ['--epochs', '10'],
+      ['--lr', '0.01'],
+      ['--label-smoothing', '0'],
+      ['--momentum', '0.5'],
+      ['--rho', '2'],
+      ['--eta', '0.01'],
+      ['--weight-decay', '0'],
+      ['--acme'],
+      ['--asam'],
+      ['--adam'],
+      ['--nesterov'],
+      ['--batch-size', '100'],
+      ['--seed', '1'],
+  ]
+  # Every setting of the authors' script is varied above.
+  settings = set(inspect.signature(acme_config.get_config).parameters)
+  varied = {
+      word[2:].replace('-', '_')
+      for variant in variants
+      for word in variant
+      if word.startswith('--')
+  }
+  assert varied == settings - {'dataset', 'data_dir', 'overrides'}
+  runs = []
+  monkeypatch.setattr(
+      cli, '_train', lambda config, workdir: runs.append((config, workdir)) or 0
+  )
+  for variant in variants:
+    assert cli.main(['acme', *variant]) == 0
+  configs, workdirs = zip(*runs)
+  assert len(set(workdirs)) == len(variants), workdirs
+  assert len({json.dumps(c.to_json()) for c in configs}) == len(variants)
+  assert workdirs[3] == os.path.join(
+      'runs', 'acme', 'digits', 'wrn16-1-sgd-lr0.1'
+  )
