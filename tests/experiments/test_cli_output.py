@@ -11,10 +11,15 @@ import signal
 import subprocess
 import sys
 
+import matplotlib
+
+matplotlib.use('Agg')
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt
 import pytest
 
 import experiments
-from experiments import cli, ptb, run_directory, train
+from experiments import adaloss_table, cli, plots, ptb, run_directory, train
 from experiments.configs import acme as acme_config
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
@@ -297,3 +302,90 @@ def test_acme_runs_of_different_settings_get_different_folders(monkeypatch):
   assert workdirs[3] == os.path.join(
       'runs', 'acme', 'digits', 'wrn16-1-sgd-lr0.1'
   )
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+  """The figures the plots draw, kept open instead of closed after saving."""
+  figures = []
+  close = plt.close
+  monkeypatch.setattr(plt, 'close', figures.append)
+  yield figures
+  for figure in figures:
+    close(figure)
+
+
+def test_an_acme_runs_curves_draw_its_rate_and_branches(
+    tmp_path, drawn_figures
+):
+  history = [
+      {
+          'epoch': 1.0,
+          'step': 6,
+          'train_loss': 2.3,
+          'learning_rate': 0.002,
+          'acme_branch': 5.0,
+          'acme_num_rejected': 0.0,
+      },
+      {
+          'epoch': 2.0,
+          'step': 12,
+          'train_loss': 2.2,
+          'learning_rate': 0.004,
+          'acme_branch': 0.0,
+          'acme_num_rejected': 0.0,
+      },
+  ]
+  plots.plot_curves(tmp_path / 'curves.png', 'acme', {'acme': history})
+  (figure,) = drawn_figures
+  rate_axis, branch_axis = figure.axes[2:]
+  (rate,) = rate_axis.get_lines()
+  assert rate.get_label() == "ACME's rate"
+  assert list(rate.get_ydata()) == [0.002, 0.004]
+  (branches,) = branch_axis.get_lines()
+  assert list(branches.get_ydata()) == [5.0, 0.0]
+  labels = {t.get_text() for t in branch_axis.get_yticklabels()}
+  assert {'grow', 'not_significant', 'rejected'} <= labels
+
+
+def test_an_adaloss_runs_curves_draw_its_effective_step(
+    tmp_path, drawn_figures
+):
+  history = [{'epoch': 1.0, 'train_loss': 2.3, 'effective_step_size': 0.05}]
+  plots.plot_curves(tmp_path / 'curves.png', 'adaloss', {'adaloss': history})
+  (step,) = drawn_figures[0].axes[2].get_lines()
+  assert step.get_label() == 'effective step'
+
+
+def test_the_comparisons_legend_covers_no_curve(tmp_path, drawn_figures):
+  results = {
+      name: [
+          {'epoch': e, 'train_loss': 1.0 / e, 'test_accuracy': 0.2 * e}
+          for e in (1, 2, 3, 4)
+      ]
+      for name in ('adaloss', 'adamw', 'acme', 'adadiff')
+  }
+  plots.plot_comparison(tmp_path / 'comparison.png', 'compare', results)
+  (figure,) = drawn_figures
+  figure.canvas.draw()
+  (legend,) = figure.legends
+  assert [t.get_text() for t in legend.get_texts()] == list(results)
+  box = legend.get_window_extent()
+  for axis in figure.axes:
+    assert not box.overlaps(axis.get_window_extent())
+
+
+def test_the_table_of_one_seed_says_1_seed(tmp_path, drawn_figures):
+  grid = adaloss_table.Grid(
+      model='mlp',
+      dataset='digits',
+      pretrained=None,
+      b0s=(1.0,),
+      methods=('adaloss',),
+      seeds=(0,),
+  )
+  adaloss_table.plot_table(
+      tmp_path / 'table.png', grid, {('adaloss', 1.0): [0.9]}
+  )
+  title = drawn_figures[0].axes[0].get_title()
+  assert title.endswith(', 1 seed'), title
