@@ -42,6 +42,7 @@ checkpoint that cannot be restored) prints one message and exits with status
 import argparse
 from collections.abc import Sequence
 import difflib
+import importlib.util
 import json
 import logging
 import math
@@ -897,6 +898,39 @@ def _initialize_distributed(args) -> None:
     ) from error
 
 
+# The commands that train convolutional networks, which YNNPACK's fusions
+# train 1.3-1.5x faster on a CPU (BENCHMARKS.md).
+_CONVOLUTIONAL_COMMANDS = ('scale-free', 'acme', 'adadiff-cifar', 'compare')
+_YNNPACK_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce'
+# JAX's plugins for accelerators: with none installed, JAX runs on the CPU.
+_ACCELERATOR_PLUGINS = (
+    'jax_cuda12_plugin',
+    'jax_cuda13_plugin',
+    'jax_rocm60_plugin',
+    'jax_rocm7_plugin',
+    'libtpu',
+)
+
+
+def _use_ynnpack_on_cpu(command: str) -> None:
+  """Sets XLA_FLAGS to YNNPACK's fusions for a convolutional network on a
+  CPU, if the user set none; before JAX starts its backend, which reads it."""
+  on_cpu = os.environ.get('JAX_PLATFORMS', '').lower() == 'cpu' or not any(
+      importlib.util.find_spec(plugin) for plugin in _ACCELERATOR_PLUGINS
+  )
+  if (
+      command in _CONVOLUTIONAL_COMMANDS
+      and on_cpu
+      and 'XLA_FLAGS' not in (os.environ)
+  ):
+    os.environ['XLA_FLAGS'] = _YNNPACK_FLAGS
+    print(
+        f'On a CPU: XLA_FLAGS={_YNNPACK_FLAGS} (faster convolutional '
+        'networks; set XLA_FLAGS to choose otherwise).',
+        file=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs a command; returns the exit status.
 
@@ -912,6 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args, unknown = build_parser().parse_known_args(argv)
   if unknown:
     _refuse_unknown_flags(args.command_parser, unknown)
+  _use_ynnpack_on_cpu(args.command)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)
   # TFDS and Orbax log through absl; their warnings are not for our users

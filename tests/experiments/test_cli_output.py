@@ -389,3 +389,17 @@ def test_the_table_of_one_seed_says_1_seed(tmp_path, drawn_figures):
   )
   title = drawn_figures[0].axes[0].get_title()
   assert title.endswith(', 1 seed'), title
+
+
+def test_convolutional_networks_get_ynnpack_on_a_cpu(monkeypatch, capsys):
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  monkeypatch.delenv('XLA_FLAGS')
+  cli._use_ynnpack_on_cpu('adaloss')  # pylint: disable=protected-access
+  assert 'XLA_FLAGS' not in os.environ  # a ViT: not a convolutional network
+  cli._use_ynnpack_on_cpu('acme')  # pylint: disable=protected-access
+  flags = '--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce'
+  assert os.environ['XLA_FLAGS'] == flags
+  assert capsys.readouterr().err.startswith(f'On a CPU: XLA_FLAGS={flags} ')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_xnnpack=true')
+  cli._use_ynnpack_on_cpu('compare')  # pylint: disable=protected-access
+  assert os.environ['XLA_FLAGS'] == '--xla_cpu_use_xnnpack=true'
