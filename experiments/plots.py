@@ -105,7 +105,12 @@ def plot_run_folder(
 def plot_curves(
     path: pathlib.Path, title: str, histories: dict[str, History]
 ) -> pathlib.Path:
-  """Training loss and every evaluated accuracy against the epoch.
+  """Training loss and every evaluated accuracy against the epoch, and what
+  the method adapts where the records have it.
+
+  The third panel draws AdaLoss's (and its baselines') effective step, or
+  ACME's adapted rate with the branch of its step-size table taken at each
+  record (the right axis).
 
   Args:
     path: the PNG file to write.
@@ -117,7 +122,12 @@ def plot_curves(
     `path`.
   """
   plt = _pyplot()
-  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  keys = {k for history in histories.values() for r in history for k in r}
+  adapts = bool(keys & {'effective_step_size', 'acme_branch'})
+  figure, axes = plt.subplots(
+      1, 3 if adapts else 2, figsize=(16 if adapts else 11, 4)
+  )
+  loss_axis, accuracy_axis = axes[:2]
   for name, history in histories.items():
     label = '' if len(histories) == 1 else f'{name} '
     epochs = [r['epoch'] for r in history]
@@ -131,11 +141,57 @@ def plot_curves(
   accuracy_axis.set(xlabel='epoch', ylabel='accuracy')
   for axis in (loss_axis, accuracy_axis):
     axis.legend(fontsize='x-small')
+  if adapts:
+    _plot_adapted(axes[2], histories)
   figure.suptitle(title, fontsize='small')
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
   return path
+
+
+def _plot_adapted(axis, histories: dict[str, History]) -> None:
+  """What each run's method adapts: AdaLoss's effective step, or ACME's
+  rate and, on a right axis, its branch."""
+  branch_axis = None
+  for name, history in histories.items():
+    label = '' if len(histories) == 1 else f'{name} '
+    epochs = [r['epoch'] for r in history]
+    if any('acme_branch' in r for r in history):
+      axis.plot(
+          epochs,
+          [r['learning_rate'] for r in history],
+          label=f"{label}ACME's rate",
+      )
+      if branch_axis is None:
+        branch_axis = axis.twinx()
+      branch_axis.plot(
+          epochs,
+          [r['acme_branch'] for r in history],
+          linestyle='none',
+          marker='o',
+          markersize=3,
+          color='black',
+          label=f'{label}branch',
+      )
+    elif any('effective_step_size' in r for r in history):
+      axis.plot(
+          epochs,
+          [r.get('effective_step_size', math.nan) for r in history],
+          label=f'{label}effective step',
+      )
+  axis.set(xlabel='epoch', ylabel='what the method adapts', yscale='log')
+  axis.legend(fontsize='x-small', loc='upper left')
+  if branch_axis is not None:
+    # Not at the top: only ACME's figures need it, and it imports JAX.
+    import optax_adaptive  # pylint: disable=g-import-not-at-top
+
+    branches = list(optax_adaptive.AcmeBranch)
+    branch_axis.set_yticks(
+        [b.value for b in branches], [b.name.lower() for b in branches]
+    )
+    branch_axis.tick_params(labelsize='x-small')
+    branch_axis.set_ylabel('branch taken (dots)')
 
 
 def plot_histograms(
@@ -279,7 +335,9 @@ def plot_comparison(
     results: each method's records by its name.
   """
   plt = _pyplot()
-  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+  figure, (loss_axis, accuracy_axis) = plt.subplots(
+      1, 2, figsize=(12, 4), layout='constrained'
+  )
   for name, history in results.items():
     epochs = [r['epoch'] for r in history]
     loss_axis.plot(epochs, [r['train_loss'] for r in history], label=name)
@@ -288,8 +346,12 @@ def plot_comparison(
     )
   loss_axis.set(xlabel='epoch', ylabel='training loss', yscale='log')
   accuracy_axis.set(xlabel='epoch', ylabel='test accuracy')
-  accuracy_axis.legend(fontsize='small')
+  # Beside the panels, not over the curves.
+  figure.legend(
+      *loss_axis.get_legend_handles_labels(),
+      loc='outside right upper',
+      fontsize='small',
+  )
   figure.suptitle(title)
-  figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)

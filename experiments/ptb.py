@@ -202,7 +202,8 @@ def prepare(
   Downloads Mikolov's archive unless ``manual_dir`` holds the three files.
   A manual directory that does not exist, or lacks a file, and a download
   that fails raise :class:`FileNotFoundError` with the instructions.
-  TFDS's progress messages go to the log instead of stdout. An already
+  TFDS's progress messages go to the log instead of stdout, its progress
+  bars nowhere. An already
   prepared dataset is left as it is.
 
   Args:
@@ -228,8 +229,14 @@ def prepare(
     )
   builder = Ptb(data_dir=data_dir, file_format='array_record')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  with contextlib.redirect_stdout(io.StringIO()) as messages:
-    builder.download_and_prepare(download_config=config)
+  # TFDS's bars ("Generating splits...") would spill into the training
+  # command's output for a corpus built in seconds; its default is restored.
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()) as messages:
+      builder.download_and_prepare(download_config=config)
+  finally:
+    tfds.display_progress_bar(True)
   if messages.getvalue().strip():
     logging.info('%s', messages.getvalue().strip())
 

@@ -19,6 +19,9 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -54,6 +57,50 @@ def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return []
   complete_lines = path.read_text().split('\n')[:-1]
   return [json.loads(line) for line in complete_lines if line]
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C stopped a run at a step boundary, its checkpoint written."""
+
+  def __init__(self, step: int):
+    super().__init__(
+        f'interrupted at step {step}; resume with the same command and --resume'
+    )
+    self.step = step
+
+
+class InterruptRequest:
+  """Within ``with``, the first Ctrl-C (SIGINT) is only recorded.
+
+  A training loop checks :attr:`requested` between steps, checkpoints and
+  raises :class:`Interrupted`, so that the checkpoint is consistent; a second
+  Ctrl-C raises ``KeyboardInterrupt`` at once, as without it. Outside the main
+  thread, where Python cannot handle signals, it changes nothing.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous: Any = None
+
+  def __enter__(self) -> 'InterruptRequest':
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._record)
+    return self
+
+  def _record(self, signum, frame) -> None:
+    del signum, frame
+    self.requested = True
+    signal.signal(signal.SIGINT, self._previous)
+    print(
+        'Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C '
+        'again to stop at once, without one).',
+        file=sys.stderr,
+        flush=True,
+    )
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
 
 
 class CheckpointError(ValueError):

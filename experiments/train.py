@@ -34,6 +34,8 @@ import difflib
 import functools
 import json
 import logging
+import math
+import os
 import pathlib
 import sys
 import time
@@ -61,6 +63,19 @@ from experiments.configs.default import Config
 
 _LOG = logging.getLogger(__name__)
 _METRIC_KEYS = ('loss_sum', 'correct', 'count')
+# Seconds between progress lines when stderr is not a terminal (no progress
+# bar there); the tests shorten it through this internal variable.
+_PROGRESS_SECONDS = float(os.environ.get('EXPERIMENTS_PROGRESS_SECONDS', 30))
+# JAX's tracing, lowering and compiling time in this process, in seconds.
+_compile_seconds = [0.0]
+
+
+def _count_compile_time(event: str, duration: float, **_) -> None:
+  if event.startswith('/jax/core/compile/'):
+    _compile_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile_time)
 
 
 @flax.struct.dataclass
@@ -89,11 +104,12 @@ def _unknown(kind: str, name: str, known) -> ValueError:
 
 
 def check_config(config: Config) -> None:
-  """Refuses an unknown model, optimizer or dataset before any work is done.
+  """Refuses an unknown model, optimizer or dataset, or a hyperparameter out
+  of range, before any work is done.
 
   Raises:
     ValueError: naming the unknown name, the closest known one and the
-      choices.
+      choices; or the hyperparameter and its range.
   """
   if config.pretrained:
     from experiments import pretrained  # pylint: disable=g-import-not-at-top
@@ -106,6 +122,9 @@ def check_config(config: Config) -> None:
   if config.optimizer not in optimizers.METHODS:
     raise _unknown('optimizer', config.optimizer, list(optimizers.METHODS))
   input_pipeline.dataset_info(config.dataset)
+  # Built once here, as cheap as it is, so that a hyperparameter out of range
+  # is refused before the model and the data are.
+  create_optimizer(config, num_steps_per_epoch=1)
 
 
 def create_model(config: Config) -> nnx.Module:
@@ -499,6 +518,7 @@ class _Steps:
     self._optimizer = create_optimizer(config, num_steps_per_epoch)
     self._replicated = NamedSharding(mesh, P())
     self._jitted = {}
+    self._announced = {}
     self._compiled = None
     self.monitor = jax.jit(self._optimizer.monitor)
 
@@ -528,16 +548,85 @@ class _Steps:
     the step's metrics; the state and the window are donated."""
     if not with_stats and self._compiled is not None:
       return self._compiled
-    return self._jitted_train(with_stats)
+    if with_stats not in self._announced:
+      self._announced[with_stats] = _announcing_compilation(
+          self._jitted_train(with_stats),
+          'the training step' + (' with statistics' if with_stats else ''),
+      )
+    return self._announced[with_stats]
 
-  def train_step_bytes(self, state, window, batch) -> int | None:
+  def train_step_bytes(
+      self, state, window, batch, announce: bool = True
+  ) -> int | None:
     """Compiles ``train(False)`` for these arguments (or their shapes), the
     compiled step then serving the loop; its memory per device by XLA's
-    analysis (None where XLA gives none)."""
+    analysis (None where XLA gives none). With `announce`, says when the
+    compilation starts and ends."""
     if self._compiled is None:
+      log = _LOG.info if announce else _LOG.debug
+      log('Compiling the training step...')
+      started = time.perf_counter()
       lowered = self._jitted_train(False).lower(state, window, batch)
       self._compiled = lowered.compile()
+      log(
+          'Compiled the training step in %.1f s.',
+          time.perf_counter() - started,
+      )
     return memory_check.step_bytes(self._compiled)
+
+
+def _announcing_compilation(function, name: str):
+  """`function`, whose first call, which compiles it, says so when it starts
+  and when it ends, with the compilation's time."""
+  called = False
+
+  def call(*args):
+    nonlocal called
+    if called:
+      return function(*args)
+    called = True
+    _LOG.info('Compiling %s...', name)
+    before = _compile_seconds[0]
+    outputs = jax.block_until_ready(function(*args))
+    _LOG.info('Compiled %s in %.1f s.', name, _compile_seconds[0] - before)
+    return outputs
+
+  return call
+
+
+class _ProgressLines:
+  """Where no progress bar is drawn: a line at least every
+  ``_PROGRESS_SECONDS`` with the steps done, their rate and the expected end,
+  the rate measured from the second step on (the first compiles)."""
+
+  def __init__(self, total_steps: int):
+    self._total = total_steps
+    self._since = None
+    self._last_line = time.monotonic()
+
+  def step_done(self, step: int) -> None:
+    now = time.monotonic()
+    if self._since is None:
+      self._since = (now, step)
+      return
+    if now - self._last_line < _PROGRESS_SECONDS:
+      return
+    self._last_line = now
+    rate = (step - self._since[1]) / (now - self._since[0])
+    remaining = (self._total - step) / rate if rate else math.inf
+    end = (
+        time.strftime('%H:%M:%S', time.localtime(time.time() + remaining))
+        if math.isfinite(remaining)
+        else 'unknown'
+    )
+    _LOG.info(
+        'step %d/%d, %.3g steps/s, expected end %s (in %.1f min)',
+        step,
+        self._total,
+        rate,
+        end,
+        remaining / 60,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -646,7 +735,7 @@ def _check_memory(
         num_steps_per_epoch,
         mesh,
     )
-    needed_there = other.train_step_bytes(*arguments)
+    needed_there = other.train_step_bytes(*arguments, announce=False)
     assert needed_there is not None  # the same platform analysed `needed`
     return needed_there
 
@@ -672,6 +761,41 @@ def _check_memory(
 def _to_global(batch, sharding):
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch
+  )
+
+
+def _say_initial_loss(graphdef, state, config, batch_sharding) -> None:
+  """Says, with the loss measured at initialisation on a test batch, that a
+  network without BatchNorm starts from a huge loss: the scale-free paper's
+  networks do, initialised as its code initialises them."""
+  first_batch = next(
+      iter(
+          input_pipeline.create_split(
+              config.dataset,
+              config.eval_splits[-1],
+              batch_size=config.batch_size,
+              train=False,
+              data_dir=config.data_dir,
+              image_size=config.image_size,
+              mean_std=config.mean_std,
+          )
+      )
+  )
+  totals = _to_host(
+      eval_step(
+          graphdef,
+          state.params,
+          state.model_state,
+          _to_global(first_batch, batch_sharding),
+      )
+  )
+  num_classes = input_pipeline.dataset_info(config.dataset).num_classes
+  _LOG.info(
+      'Without BatchNorm the network starts from a loss of %.3g on a test '
+      "batch (chance: %.2g), as the authors' networks do at "
+      'initialisation: expect first-epoch losses of that order.',
+      totals['loss_sum'] / totals['count'],
+      math.log(num_classes),
   )
 
 
@@ -747,6 +871,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   history = run.start(config, int(state.step))
   state = jax.device_put(state, replicated)
   window = jax.device_put(progress.window, replicated)
+  if config.model_kwargs.get('batch_norm') is False and not int(state.step):
+    _say_initial_loss(graphdef, state, config, batch_sharding)
 
   def checkpoint_due():
     every = config.checkpoint_every_steps
@@ -754,90 +880,105 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
 
   max_steps = config.max_steps or sys.maxsize
   show_progress = config.progress_bar and sys.stderr.isatty()
+  progress_lines = _ProgressLines(
+      min(max_steps, config.num_epochs * num_steps_per_epoch)
+  )
   started = time.perf_counter() - progress.seconds
 
-  while progress.epoch < config.num_epochs and int(state.step) < max_steps:
-    if progress.batch == 0 and num_steps_per_epoch < full_epoch:
-      # A shortened epoch skips the rest of the split's epoch.
-      train_batches.set_state({'next_index': progress.epoch * full_epoch})
-    stop = min(
-        num_steps_per_epoch, progress.batch + max_steps - int(state.step)
-    )
-    bar = tqdm.tqdm(
-        total=num_steps_per_epoch,
-        initial=progress.batch,
-        desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
-        disable=not show_progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
-    while progress.batch < stop:
-      batch = next(train_batches)
-      with_stats = (
-          config.store_stats
-          and progress.batch % config.store_stats_interval == 0
-      )
-      state, window, *stats = steps.train(with_stats)(
-          state, window, _to_global(batch, batch_sharding)
-      )
-      progress.batch += 1
-      bar.update()
-      if with_stats and run.is_chief:
-        _save_stats(
-            workdir / 'stats',
-            stats[0],
-            int(state.step),
-            progress.epoch,
-            float(optimizer.learning_rate(int(state.step) - 1)),
-        )
-      if progress.batch < stop and checkpoint_due():
-        # The last batch of the loop is checkpointed below, with the epoch
-        # it ends counted.
-        progress.window = _to_host(window)
-        progress.data = train_batches.get_state()
-        progress.seconds = time.perf_counter() - started
-        run.save(state, progress)
-    bar.close()
+  def save():
+    progress.window = _to_host(window)
+    progress.data = train_batches.get_state()
+    progress.seconds = time.perf_counter() - started
+    run.save(state, progress)
 
-    end_of_epoch = progress.batch >= num_steps_per_epoch
-    if end_of_epoch:
-      progress.epoch, progress.batch = progress.epoch + 1, 0
-    finished = (
-        progress.epoch >= config.num_epochs or int(state.step) >= max_steps
-    )
-    evaluation_due = finished or (
-        end_of_epoch and progress.epoch % config.eval_every_epochs == 0
-    )
-    if evaluation_due:
-      record = _record(
-          graphdef,
-          state,
-          window,
-          config,
-          batch_sharding,
-          steps.monitor,
-          num_steps_per_epoch,
+  def stop_if_interrupted():
+    if interrupt.requested:
+      run.close()
+      raise run_directory.Interrupted(int(state.step))
+
+  interrupt = run_directory.InterruptRequest()
+  with interrupt:
+    while progress.epoch < config.num_epochs and int(state.step) < max_steps:
+      if progress.batch == 0 and num_steps_per_epoch < full_epoch:
+        # A shortened epoch skips the rest of the split's epoch.
+        train_batches.set_state({'next_index': progress.epoch * full_epoch})
+      stop = min(
+          num_steps_per_epoch, progress.batch + max_steps - int(state.step)
       )
-      progress.seconds = record['seconds'] = time.perf_counter() - started
-      history.append(record)
-      run.write(record)
-      _LOG.info(
-          '%s epoch %.2f step %d: %s',
-          workdir.name,
-          record['epoch'],
-          record['step'],
-          ', '.join(
-              f'{k} {v:.4g}'
-              for k, v in record.items()
-              if k.endswith(('_loss', '_accuracy'))
-          ),
+      bar = tqdm.tqdm(
+          total=num_steps_per_epoch,
+          initial=progress.batch,
+          desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
+          disable=not show_progress,
+          leave=False,
+          dynamic_ncols=True,
       )
-      window = jax.device_put(dict.fromkeys(_METRIC_KEYS, 0.0), replicated)
-    if evaluation_due or checkpoint_due():
-      progress.window = _to_host(window)
-      progress.data = train_batches.get_state()
-      progress.seconds = time.perf_counter() - started
-      run.save(state, progress)
+      while progress.batch < stop:
+        batch = next(train_batches)
+        with_stats = (
+            config.store_stats
+            and progress.batch % config.store_stats_interval == 0
+        )
+        state, window, *stats = steps.train(with_stats)(
+            state, window, _to_global(batch, batch_sharding)
+        )
+        progress.batch += 1
+        bar.update()
+        if config.progress_bar and not show_progress:
+          progress_lines.step_done(int(state.step))
+        if with_stats and run.is_chief:
+          _save_stats(
+              workdir / 'stats',
+              stats[0],
+              int(state.step),
+              progress.epoch,
+              float(optimizer.learning_rate(int(state.step) - 1)),
+          )
+        if progress.batch < stop and (checkpoint_due() or interrupt.requested):
+          # The last batch of the loop is checkpointed below, with the epoch
+          # it ends counted.
+          save()
+          stop_if_interrupted()
+      bar.close()
+
+      end_of_epoch = progress.batch >= num_steps_per_epoch
+      if end_of_epoch:
+        progress.epoch, progress.batch = progress.epoch + 1, 0
+      finished = (
+          progress.epoch >= config.num_epochs or int(state.step) >= max_steps
+      )
+      evaluation_due = finished or (
+          end_of_epoch and progress.epoch % config.eval_every_epochs == 0
+      )
+      if evaluation_due:
+        record = _record(
+            graphdef,
+            state,
+            window,
+            config,
+            batch_sharding,
+            steps.monitor,
+            num_steps_per_epoch,
+        )
+        progress.seconds = record['seconds'] = time.perf_counter() - started
+        history.append(record)
+        run.write(record)
+        _LOG.info(
+            '%s epoch %.2f step %d: %s',
+            workdir.name,
+            record['epoch'],
+            record['step'],
+            ', '.join(
+                f'{k} {v:.4g}'
+                for k, v in record.items()
+                if k.endswith(('_loss', '_accuracy'))
+            ),
+        )
+        window = jax.device_put(dict.fromkeys(_METRIC_KEYS, 0.0), replicated)
+      if evaluation_due or checkpoint_due() or interrupt.requested:
+        save()
+      if not finished:
+        stop_if_interrupted()
   run.close()
   return history
 

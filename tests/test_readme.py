@@ -28,7 +28,7 @@ def test_readme_python_examples_run_in_order():
   assert final_losses[0] < 1e-3 and final_losses[1] < 0.05
 
 
-def test_the_training_step_trains_with_every_method_listed():
+def test_the_training_step_trains_with_every_method_listed(capsys):
   first, alternatives = _python_blocks(README.read_text())[:2]
   tx_lines = [
       line for line in alternatives.splitlines() if line.startswith('tx =')
@@ -36,10 +36,11 @@ def test_the_training_step_trains_with_every_method_listed():
   assert len(tx_lines) >= 8
   for tx_line in tx_lines:
     namespace = {}
-    # The first block with its optimizer replaced by this line; the effective
-    # step it prints exists for AdaLoss only.
-    code = first.replace(first.splitlines()[5], tx_line).split('print(')[0]
+    # The first block, its last line included, with its optimizer replaced
+    # by this line: pasted as the README says.
+    code = first.replace(first.splitlines()[5], tx_line)
     exec(compile(code, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+    assert capsys.readouterr().out.startswith('loss '), tx_line
     initial = float(
         namespace['loss_fn'](
             {'w': jax.numpy.zeros((3, 1)), 'b': jax.numpy.zeros(1)},
@@ -48,6 +49,12 @@ def test_the_training_step_trains_with_every_method_listed():
         )
     )
     assert float(namespace['loss']) < 0.1 * initial, tx_line
+
+
+def test_the_nnx_acme_example_runs_on_its_own(capsys):
+  (nnx_block,) = [b for b in _python_blocks(README.read_text()) if 'nnx' in b]
+  exec(compile(nnx_block, str(README), 'exec'), {})  # pylint: disable=exec-used
+  assert 'adapted rate' in capsys.readouterr().out
 
 
 def test_every_public_function_is_in_the_api_table():

@@ -15,9 +15,23 @@ PyramidNet depth); ACME's internal cosine spans the run (the script fixes it to
 Cutout (16 pixels) but not AutoAugment, and digits neither.
 """
 
+import inspect
+
 from experiments.configs.default import Config
 
 MODELS = ('WRN', 'Pyramid')
+_SWITCHES = ('acme', 'adam', 'asam', 'nesterov')
+# Flags named in a run's folder other than as "FLAG VALUE", or not at all:
+# the network, the switches, the rate, and where the data is (the dataset
+# names the folder above).
+_NAMED_OTHERWISE = (
+    'model',
+    'depth',
+    'width_alpha',
+    'lr',
+    'dataset',
+    'data_dir',
+)
 
 
 def get_config(
@@ -126,3 +140,42 @@ def get_config(
       'seed': seed,
       **overrides,
   })
+
+
+def run_name(**flags) -> str:
+  """The folder name of the run of these :func:`get_config` flags.
+
+  The network with its depth and width (or PyramidNet's alpha), the switches
+  on (or ``sgd``), the rate, then every other flag whose value changes the
+  run from the default's, so that runs of different settings never share a
+  folder.
+
+  Args:
+    **flags: keyword arguments of :func:`get_config`.
+
+  Returns:
+    The name.
+
+  Example:
+    >>> run_name(acme=True, adam=True, lr=0.001, width_alpha=1, depth=10)
+    'wrn10-1-acme-adam-lr0.001'
+    >>> run_name(model='Pyramid', bottleneck=True, seed=0, rho=2.0)
+    'pyramid110-40-sgd-lr0.1-bottleneck-rho2-seed0'
+  """
+  model_kwargs = get_config(**flags).model_kwargs
+  width = model_kwargs.get('width', model_kwargs.get('alpha'))
+  parts = [
+      f'{flags.get("model", "WRN").lower()}{model_kwargs["depth"]}-{width}',
+      *([s for s in _SWITCHES if flags.get(s)] or ['sgd']),
+      f'lr{flags.get("lr", 0.1):g}',
+  ]
+  defaults = inspect.signature(get_config).parameters
+  config = get_config(**flags)
+  for name, value in sorted(flags.items()):
+    if name in _NAMED_OTHERWISE + _SWITCHES or config == get_config(
+        **{**flags, name: defaults[name].default}
+    ):
+      continue  # named already, or without effect (WRN's bottleneck, say)
+    flag = name.replace('_', '-')
+    parts.append(flag if value is True else f'{flag}{value:g}')
+  return '-'.join(parts)

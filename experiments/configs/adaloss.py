@@ -153,7 +153,42 @@ def _unknown_type(source: str, name: str, value: str, known) -> ValueError:
   )
 
 
-def read_authors_config(path: str) -> dict[str, Any]:
+def find_authors_config(path: str) -> pathlib.Path:
+  """`path`, or if there is no such file, the bundled file of its name.
+
+  The authors' README runs ``-c ./configs/config_cifar100_adaloss.json``
+  from their repository's root; here their four files are in
+  :data:`CONFIG_DIR`.
+
+  Args:
+    path: the ``-c`` argument.
+
+  Returns:
+    The file to read.
+
+  Raises:
+    FileNotFoundError: if neither `path` nor a bundled file of its name
+      exists; the message lists the bundled files.
+
+  Example:
+    >>> path = find_authors_config('./configs/config_cifar100_adaloss.json')
+    >>> path == CONFIG_DIR / 'config_cifar100_adaloss.json'
+    True
+  """
+  given = pathlib.Path(path)
+  if given.exists():
+    return given
+  bundled = CONFIG_DIR / given.name
+  if bundled.is_file():
+    return bundled
+  names = ', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.json')))
+  raise FileNotFoundError(
+      f'No configuration file {path}, nor one of that name among the '
+      f'bundled {names} (in {CONFIG_DIR}).'
+  )
+
+
+def read_authors_config(path: str | pathlib.Path) -> dict[str, Any]:
   """The entries of an authors' JSON configuration that a run depends on.
 
   Args:

@@ -272,7 +272,10 @@ def test_a_missing_config_file_is_refused(workdir, tmp_path, capsys):
       ],
       capsys,
   )
-  assert err == f'error: No configuration file {missing}.\n'
+  assert err.startswith(
+      f'error: No configuration file {missing}, nor one of that name among '
+      'the bundled config_cifar100_adagrad_norm.json, '
+  )
   assert _outputs(workdir) == before
 
 
