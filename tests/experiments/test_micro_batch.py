@@ -244,6 +244,6 @@ def test_the_process_says_what_fits_in_one_line(tmp_path):
       if not line.startswith(('Compiling the training step', 'Compiled the'))
   ]
   assert len(message) == 1, refused.stderr
-  assert refused.stderr.startswith('error: The training step needs about ')
+  assert message[0].startswith('error: The training step needs about ')
   assert 'Add --micro-batch 64 (about ' in refused.stderr, refused.stderr
   assert not (tmp_path / 'run').exists()
