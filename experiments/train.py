@@ -439,6 +439,26 @@ def evaluate(
   return results
 
 
+def _replicate(tree, sharding: NamedSharding):
+  """`tree`, this process's copy of it, on every device of `sharding`.
+
+  Across processes, ``jax.device_put`` places host values but not arrays
+  already on a device, a restored checkpoint's, nor typed PRNG keys: those
+  go through the host, keys as their raw data.
+  """
+
+  def put(x):
+    if isinstance(x, jax.Array):
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+            put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+        )
+      x = np.asarray(x)
+    return jax.device_put(x, sharding)
+
+  return jax.tree.map(put, tree)
+
+
 def _to_global(batch, sharding):
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch
@@ -499,8 +519,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       train_batches.set_state(progress.data)
     _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
   history = run.start(config, int(state.step))
-  state = jax.device_put(state, replicated)
-  window = jax.device_put(progress.window, replicated)
+  state = _replicate(state, replicated)
+  window = _replicate(progress.window, replicated)
 
   steps = _compiled_steps(
       graphdef,
