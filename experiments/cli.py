@@ -52,6 +52,7 @@ import math
 import os
 import pathlib
 import sys
+import threading
 from typing import Any
 
 from experiments import adaloss_table
@@ -204,12 +205,16 @@ def _run_overrides(args) -> dict[str, Any]:
 def _train(config, workdir: str, train_and_evaluate=None) -> int:
   """Runs `train_and_evaluate` (default: the image classifiers' loop)."""
   # Not at the top: these import JAX and Orbax, which only training needs.
+  import jax  # pylint: disable=g-import-not-at-top
+
   from experiments import run_directory  # pylint: disable=g-import-not-at-top
 
   if train_and_evaluate is None:
     from experiments import train  # pylint: disable=g-import-not-at-top
 
     train_and_evaluate = train.train_and_evaluate
+  if jax.process_count() > 1:
+    run_directory.check_same_run_in_every_process(config, workdir)
   history = train_and_evaluate(config, workdir)
   print(
       f'Wrote {pathlib.Path(workdir) / run_directory.METRICS_FILE}'
@@ -938,6 +943,16 @@ def build_parser() -> argparse.ArgumentParser:
       metavar='INDEX',
       help="this process's index, 0 to --num-processes - 1",
   )
+  hosts.add_argument(
+      '--initialization-timeout',
+      type=int,
+      default=300,
+      metavar='SECONDS',
+      help=(
+          'give up, with status 2, if the processes have not all connected '
+          'within this time (default: 300)'
+      ),
+  )
   commands = parser.add_subparsers(
       dest='command', required=True, metavar='COMMAND'
   )
@@ -977,14 +992,54 @@ def _refuse_unknown_flags(
   command_parser.error(f'unrecognized argument {flags[0]}{hint}')
 
 
+# JAX's own deadline comes this much later than the watchdog's, which thus
+# always fires first.
+_JAX_DEADLINE_MARGIN_SECONDS = 60
+
+
+def _give_up_connecting(args) -> None:
+  """Reports that the processes did not all connect, and exits with 2."""
+  process = (
+      f'process {args.process_id} of {args.num_processes}'
+      if args.process_id is not None and args.num_processes is not None
+      else 'this process'
+  )
+  print(
+      f'error: {process} waited {args.initialization_timeout} s for every '
+      'process to connect to the coordinator '
+      f'{args.coordinator_address or "that JAX found"} and gave up: start '
+      'the same command on every host, each with its own --process-id, '
+      'or raise --initialization-timeout.',
+      file=sys.stderr,
+      flush=True,
+  )
+  # The main thread is blocked in JAX's C++ client, so only a direct exit
+  # ends the process.
+  os._exit(2)  # pylint: disable=protected-access
+
+
 def _initialize_distributed(args) -> None:
+  """Connects the processes, or exits with 2 after one message.
+
+  When JAX's own initialization timeout passes, its C++ client aborts the
+  process with a stack trace; a watchdog that fires first says instead what
+  happened.
+  """
   import jax  # pylint: disable=g-import-not-at-top
 
+  watchdog = threading.Timer(
+      args.initialization_timeout, _give_up_connecting, args=(args,)
+  )
+  watchdog.daemon = True
+  watchdog.start()
   try:
     jax.distributed.initialize(
         coordinator_address=args.coordinator_address,
         num_processes=args.num_processes,
         process_id=args.process_id,
+        initialization_timeout=(
+            args.initialization_timeout + _JAX_DEADLINE_MARGIN_SECONDS
+        ),
     )
   except ValueError as error:
     raise ValueError(
@@ -992,6 +1047,8 @@ def _initialize_distributed(args) -> None:
         'and Open MPI, give --coordinator-address, '
         '--num-processes and --process-id.'
     ) from error
+  finally:
+    watchdog.cancel()
 
 
 # The commands that train convolutional networks, which YNNPACK's fusions

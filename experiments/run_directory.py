@@ -12,10 +12,13 @@ Both training loops, ``experiments.train`` (image classifiers) and
   run's :class:`Progress`, the latest three kept.
 
 Every process takes part in writing each checkpoint; only process 0 writes
-``config.json``, ``metrics.jsonl`` and ``tensorboard/``.
+``config.json``, ``metrics.jsonl`` and ``tensorboard/``. A run of several
+processes first checks that they were all given the same run
+(:func:`check_same_run_in_every_process`).
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -25,7 +28,9 @@ import threading
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.configs import default as default_config
@@ -101,6 +106,41 @@ class InterruptRequest:
   def __exit__(self, *exc_info) -> None:
     if self._previous is not None:
       signal.signal(signal.SIGINT, self._previous)
+
+
+def check_same_run_in_every_process(
+    config: RunConfig, workdir: str | os.PathLike[str]
+) -> None:
+  """Refuses, in every process, a run that the processes do not all share.
+
+  The processes of a run on several hosts must all be given the same command.
+  Each compares a digest of its configuration and working directory with
+  every other's, before any of them writes anything.
+
+  Args:
+    config: this process's configuration.
+    workdir: this process's working directory.
+
+  Raises:
+    ValueError: in every process, naming the processes whose configuration
+      or working directory differs from process 0's.
+  """
+  digest = hashlib.sha256(
+      json.dumps([config.to_json(), str(workdir)], sort_keys=True).encode()
+  ).digest()
+  digests = multihost_utils.process_allgather(np.frombuffer(digest, np.uint32))
+  differing = [
+      index
+      for index, other in enumerate(digests)
+      if not np.array_equal(other, digests[0])
+  ]
+  if differing:
+    raise ValueError(
+        'The processes were given different commands: the configuration or '
+        f'working directory of process {", ".join(map(str, differing))} '
+        "differs from process 0's. Start the same command on every host "
+        '(but for --process-id).'
+    )
 
 
 class CheckpointError(ValueError):

@@ -758,6 +758,26 @@ def _check_memory(
   )
 
 
+def _replicate(tree, sharding: NamedSharding):
+  """`tree`, this process's copy of it, on every device of `sharding`.
+
+  Across processes, ``jax.device_put`` places host values but not arrays
+  already on a device, a restored checkpoint's, nor typed PRNG keys: those
+  go through the host, keys as their raw data.
+  """
+
+  def put(x):
+    if isinstance(x, jax.Array):
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+            put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+        )
+      x = np.asarray(x)
+    return jax.device_put(x, sharding)
+
+  return jax.tree.map(put, tree)
+
+
 def _to_global(batch, sharding):
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch
@@ -869,8 +889,8 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       train_batches.set_state(progress.data)
     _LOG.info('Resuming %s from step %d.', workdir, int(state.step))
   history = run.start(config, int(state.step))
-  state = jax.device_put(state, replicated)
-  window = jax.device_put(progress.window, replicated)
+  state = _replicate(state, replicated)
+  window = _replicate(progress.window, replicated)
   if config.model_kwargs.get('batch_norm') is False and not int(state.step):
     _say_initial_loss(graphdef, state, config, batch_sharding)
 

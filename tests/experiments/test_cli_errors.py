@@ -461,6 +461,8 @@ def test_distributed_flags_reach_jax_distributed_initialize(
       'coordinator_address': '10.0.0.1:1234',
       'num_processes': 2,
       'process_id': 1,
+      # JAX's deadline after the one of --initialization-timeout (300 s).
+      'initialization_timeout': 360,
   }]
   assert 'Nothing to plot' in capsys.readouterr().err
 

@@ -1,35 +1,27 @@
 """Runs that die mid-epoch resume to the parameters of an uninterrupted run.
 
-A real ``python -m experiments`` process is killed with SIGKILL once it has
-checkpointed and resumed with ``--resume`` in a new process; checkpoints that
-a death mid-save leaves half written are passed over; a damaged complete one
-stops the resume with one message until it is moved away. Each time the run
-ends bit for bit where the uninterrupted one does.
+A real ``python -m experiments`` process is killed with SIGKILL at a step it
+announces, with steps done since its last checkpoint, and resumed with
+``--resume`` in a new process; checkpoints that a death mid-save leaves half
+written are passed over; a damaged complete one stops the resume with one
+message until it is moved away. Each time the run ends bit for bit where the
+uninterrupted one does.
 """
 
-import os
 import pathlib
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
-import jax
-import numpy as np
+import child_runs
 import orbax.checkpoint as ocp
 import pytest
+import run_files
 
-import experiments
-from experiments import cli, run_directory
+from experiments import cli
 
-ROOT = pathlib.Path(experiments.__file__).parent.parent
 # An MLP on digits, 2 epochs of 20 steps, checkpointed every 5 steps and at
 # each evaluation (steps 20 and 40), the last three kept: a cheap run that
-# checkpoints mid-epoch, evaluates and crosses an epoch. Three mid-epoch
-# checkpoints come before the first one at an epoch's end, so a kill that
-# lands a little late on a loaded machine still finds a mid-epoch one.
+# checkpoints mid-epoch, evaluates and crosses an epoch.
 COMMAND = (
     'adaloss',
     '--model',
@@ -46,89 +38,29 @@ COMMAND = (
 )
 FINAL_STEP = 40
 TMP_SUFFIX = ocp.path.atomicity.TMP_DIR_SUFFIX
-_DEVICES_FLAG = re.compile(r'--xla_force_host_platform_device_count=\d+')
-# Only a process that hangs takes this long.
-_PATIENCE_SECONDS = 600
+# Two devices keep the batch split over devices at a fraction of the compile
+# time of the suite's eight.
+_NUM_DEVICES = 2
 
 
-def _environment(cache: pathlib.Path) -> dict[str, str]:
-  """The test's environment for a child process, on two CPU devices.
-
-  The suite forces eight host devices through XLA_FLAGS; two keep the batch
-  split over devices at a fraction of the compile time. The children share a
-  compilation cache, compiling being most of their work; PYTHONPATH makes
-  them import the code under test.
-  """
-  env = dict(os.environ)
-  flags = _DEVICES_FLAG.sub('', env.get('XLA_FLAGS', ''))
-  env['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count=2'.strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['JAX_COMPILATION_CACHE_DIR'] = str(cache)
-  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (str(ROOT), env.get('PYTHONPATH')) if p
-  )
-  return env
-
-
-def _start(workdir: pathlib.Path, *flags: str) -> subprocess.Popen:
+def _start(workdir: pathlib.Path, *flags: str, pause_before_checkpoint=None):
   """``python -m experiments COMMAND`` into `workdir`, logged beside it."""
-  log = (workdir.parent / f'{workdir.name}.log').open('ab')
-  try:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            '-m',
-            'experiments',
-            *COMMAND,
-            '--workdir',
-            str(workdir),
-            *flags,
-        ],
-        env=_environment(workdir.parent / 'jax_cache'),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-  finally:
-    log.close()
+  return child_runs.start(
+      [*COMMAND, '--workdir', str(workdir), *flags],
+      workdir,
+      cache=workdir.parent / 'jax_cache',
+      num_devices=_NUM_DEVICES,
+      pause_before_checkpoint=pause_before_checkpoint,
+  )
 
 
 def _log(workdir: pathlib.Path) -> str:
-  return (workdir.parent / f'{workdir.name}.log').read_text()
+  return child_runs.log_path(workdir).read_text()
 
 
 def _run(workdir: pathlib.Path, *flags: str) -> None:
-  code = _start(workdir, *flags).wait(timeout=_PATIENCE_SECONDS)
+  code = _start(workdir, *flags).wait(timeout=child_runs.PATIENCE_SECONDS)
   assert code == 0, _log(workdir)
-
-
-def _checkpoint(workdir: pathlib.Path):
-  """The latest checkpoint of `workdir`, as saved."""
-  manager = ocp.CheckpointManager(workdir / 'checkpoints')
-  restored = manager.restore(manager.latest_step())
-  manager.close()
-  return restored
-
-
-def _records(workdir: pathlib.Path) -> list[dict]:
-  """The metrics records, without their wall-clock time."""
-  return [
-      {k: v for k, v in record.items() if k != 'seconds'}
-      for record in run_directory.read_metrics(workdir)
-  ]
-
-
-def _assert_same_end(expected: pathlib.Path, resumed: pathlib.Path) -> None:
-  assert _records(resumed) == _records(expected)
-  expected, resumed = (_checkpoint(w) for w in (expected, resumed))
-  assert resumed['progress']['data'] == expected['progress']['data']
-  for a, b in zip(
-      jax.tree.leaves(expected['state']),
-      jax.tree.leaves(resumed['state']),
-      strict=True,
-  ):
-    np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
@@ -137,25 +69,18 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_parameters(
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   _run(straight)
 
-  checkpoints = killed / 'checkpoints'
-  process = _start(killed)
-  deadline = time.monotonic() + _PATIENCE_SECONDS
-  # Killed as soon as a checkpoint is complete, early in the first epoch;
-  # the next may be half written.
-  while not ocp.utils.checkpoint_steps(checkpoints):
-    assert process.poll() is None, _log(killed)
-    assert time.monotonic() < deadline
-    time.sleep(0.01)
+  # Stopped before its checkpoint of step 10, once that of step 5 is
+  # complete: steps 6 to 10 are done but not saved.
+  process = _start(killed, pause_before_checkpoint=10)
+  child_runs.wait_until_paused(process, killed)
   process.send_signal(signal.SIGKILL)
   assert process.wait() == -signal.SIGKILL
-  assert (
-      max(ocp.utils.checkpoint_steps(checkpoints)) < FINAL_STEP
-  ), 'the run finished before it was killed'
-  assert _checkpoint(killed)['progress']['batch'] > 0  # mid-epoch
+  step, checkpoint = run_files.latest_checkpoint(killed)
+  assert (step, checkpoint['progress']['batch']) == (5, 5)  # mid-epoch
 
   _run(killed, '--resume')
   assert 'Resuming' in _log(killed)
-  _assert_same_end(straight, killed)
+  run_files.assert_same_end(straight, killed)
 
 
 @pytest.fixture(scope='module')
@@ -211,7 +136,7 @@ def test_a_checkpoint_torn_by_a_death_mid_save_is_passed_over(
       '35',
       '40',
   ]  # the temporary folder removed
-  _assert_same_end(finished, torn)
+  run_files.assert_same_end(finished, torn)
 
 
 def test_a_damaged_checkpoint_stops_the_resume_until_it_is_moved_away(
@@ -230,7 +155,7 @@ def test_a_damaged_checkpoint_stops_the_resume_until_it_is_moved_away(
   }
 
   process = _start(damaged, '--resume')
-  assert process.wait(timeout=_PATIENCE_SECONDS) == 2
+  assert process.wait(timeout=child_runs.PATIENCE_SECONDS) == 2
   message = _log(damaged)
   assert (
       message.startswith(
@@ -250,4 +175,4 @@ def test_a_damaged_checkpoint_stops_the_resume_until_it_is_moved_away(
 
   latest.rename(tmp_path / 'damaged_checkpoint')
   assert cli.main([*COMMAND, '--workdir', str(damaged), '--resume']) == 0
-  _assert_same_end(finished, damaged)
+  run_files.assert_same_end(finished, damaged)
