@@ -9,6 +9,8 @@ resumed, where it ends uninterrupted. A process left alone, or processes given
 different commands, stop with one message and write nothing.
 """
 
+import re
+import shlex
 import signal
 import time
 
@@ -221,3 +223,24 @@ def test_processes_given_different_commands_are_both_refused(cache, tmp_path):
         '--process-id).\n'
     )
   assert not workdir.exists()
+
+
+def test_the_readme_shows_the_tested_command():
+  readme = (child_runs.ROOT / 'experiments' / 'README.md').read_text()
+  [loop] = re.findall(r'for id in 0 1; do\n(.*?)\ndone', readme, re.DOTALL)
+  words = shlex.split(loop.replace('\\\n', ' '))
+  assert words == [
+      'python',
+      '-m',
+      'experiments',
+      '--coordinator-address',
+      '127.0.0.1:12355',
+      '--num-processes',
+      str(NUM_PROCESSES),
+      '--process-id',
+      '$id',
+      *COMMANDS['scale-free'],
+      '--workdir',
+      'runs/two_hosts',
+      '&',
+  ]
