@@ -1065,7 +1065,7 @@ _ACCELERATOR_PLUGINS = (
 )
 
 
-def _use_ynnpack_on_cpu(command: str) -> None:
+def use_ynnpack_on_cpu(command: str) -> None:
   """Sets XLA_FLAGS to YNNPACK's fusions for a convolutional network on a
   CPU, if the user set none; before JAX starts its backend, which reads it."""
   on_cpu = os.environ.get('JAX_PLATFORMS', '').lower() == 'cpu' or not any(
@@ -1099,7 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args, unknown = build_parser().parse_known_args(argv)
   if unknown:
     _refuse_unknown_flags(args.command_parser, unknown)
-  _use_ynnpack_on_cpu(args.command)
+  use_ynnpack_on_cpu(args.command)
   logging.basicConfig(format='%(message)s')
   _LOG.setLevel(logging.INFO)
   # TFDS and Orbax log through absl; their warnings are not for our users

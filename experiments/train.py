@@ -503,7 +503,7 @@ _STEP_FIELDS = (
 )
 
 
-class _Steps:
+class Steps:
   """A model's and an optimizer's jitted functions, compiled once per process.
 
   Runs of the same model and optimizer settings (a resumed run, the same
@@ -594,7 +594,7 @@ def _announcing_compilation(function, name: str):
   return call
 
 
-class _ProgressLines:
+class ProgressLines:
   """Where no progress bar is drawn: a line at least every
   ``_PROGRESS_SECONDS`` with the steps done, their rate and the expected end,
   the rate measured from the second step on (the first compiles)."""
@@ -632,9 +632,9 @@ class _ProgressLines:
 @functools.lru_cache(maxsize=8)
 def _compiled_steps(
     graphdef, step_key: str, num_steps_per_epoch: int, mesh: Mesh
-) -> _Steps:
+) -> Steps:
   settings = json.loads(step_key)
-  return _Steps(graphdef, Config(**settings), num_steps_per_epoch, mesh)
+  return Steps(graphdef, Config(**settings), num_steps_per_epoch, mesh)
 
 
 def _train_batches(config: Config) -> input_pipeline.BatchIterator:
@@ -687,7 +687,7 @@ def evaluate(
 
 
 def _check_memory(
-    steps: _Steps,
+    steps: Steps,
     graphdef: nnx.GraphDef,
     state: TrainState,
     config: Config,
@@ -729,7 +729,7 @@ def _check_memory(
     return
 
   def estimate(micro_batch: int) -> int:
-    other = _Steps(
+    other = Steps(
         graphdef,
         dataclasses.replace(config, micro_batch=micro_batch),
         num_steps_per_epoch,
@@ -900,7 +900,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
 
   max_steps = config.max_steps or sys.maxsize
   show_progress = config.progress_bar and sys.stderr.isatty()
-  progress_lines = _ProgressLines(
+  progress_lines = ProgressLines(
       min(max_steps, config.num_epochs * num_steps_per_epoch)
   )
   started = time.perf_counter() - progress.seconds

@@ -198,7 +198,7 @@ def test_progress_lines_give_steps_rate_and_expected_end(monkeypatch, caplog):
   clock = [1000.0]
   monkeypatch.setattr(train.time, 'monotonic', lambda: clock[0])
   monkeypatch.setattr(train, '_PROGRESS_SECONDS', 30.0)
-  lines = train._ProgressLines(total_steps=100)  # pylint: disable=protected-access
+  lines = train.ProgressLines(total_steps=100)  # pylint: disable=protected-access
   with caplog.at_level(logging.INFO, logger='experiments.train'):
     for step in range(1, 41):
       clock[0] += 100.0 if step == 1 else 2.0  # the first step compiles
@@ -394,12 +394,12 @@ def test_the_table_of_one_seed_says_1_seed(tmp_path, drawn_figures):
 def test_convolutional_networks_get_ynnpack_on_a_cpu(monkeypatch, capsys):
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   monkeypatch.delenv('XLA_FLAGS')
-  cli._use_ynnpack_on_cpu('adaloss')  # pylint: disable=protected-access
+  cli.use_ynnpack_on_cpu('adaloss')  # pylint: disable=protected-access
   assert 'XLA_FLAGS' not in os.environ  # a ViT: not a convolutional network
-  cli._use_ynnpack_on_cpu('acme')  # pylint: disable=protected-access
+  cli.use_ynnpack_on_cpu('acme')  # pylint: disable=protected-access
   flags = '--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce'
   assert os.environ['XLA_FLAGS'] == flags
   assert capsys.readouterr().err.startswith(f'On a CPU: XLA_FLAGS={flags} ')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_xnnpack=true')
-  cli._use_ynnpack_on_cpu('compare')  # pylint: disable=protected-access
+  cli.use_ynnpack_on_cpu('compare')  # pylint: disable=protected-access
   assert os.environ['XLA_FLAGS'] == '--xla_cpu_use_xnnpack=true'

@@ -172,7 +172,7 @@ def test_a_step_that_cannot_fit_is_refused_before_training(
   def no_training(*args, **kwargs):
     raise AssertionError('a training step ran')
 
-  monkeypatch.setattr(train._Steps, 'train', no_training)
+  monkeypatch.setattr(train.Steps, 'train', no_training)
   status = cli.main([
       'adaloss',
       '-c',
