@@ -28,18 +28,8 @@ def archives(tmp_path, monkeypatch) -> dict:
       ),
   }
   for dataset in expected:
-    record_checksums(monkeypatch, dataset, folder)
+    cifar_archives.record_checksums(monkeypatch, dataset, folder)
   return expected
-
-
-def record_checksums(monkeypatch, dataset, folder):
-  """Records the checksums of the archive in `folder` as the official ones."""
-  builder_class = cifar.BUILDERS[dataset]
-  url = builder_class.ARCHIVE.url
-  path = folder / builder_class.ARCHIVE.filename
-  monkeypatch.setattr(
-      builder_class, 'url_infos', {url: cifar_archives.url_info(path)}
-  )
 
 
 def _files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -137,7 +127,7 @@ def test_a_damaged_archive_is_refused_and_leaves_nothing_behind(
   downloads = tmp_path / 'downloads'
   damage(downloads / 'cifar-10-python.tar.gz')
   if checksums_of_damaged:
-    record_checksums(monkeypatch, 'cifar10', downloads)
+    cifar_archives.record_checksums(monkeypatch, 'cifar10', downloads)
   data_dir = tmp_path / 'tfds'
   with pytest.raises(cifar.ArchiveError, match=message):
     cifar.prepare('cifar10', data_dir, manual_dir=downloads)
@@ -168,7 +158,7 @@ def test_a_training_command_prepares_cifar_on_first_use_then_trains(
   downloads = tmp_path / 'downloads'
   downloads.mkdir()
   cifar_archives.write_cifar10(downloads / 'cifar-10-python.tar.gz', 20)
-  record_checksums(monkeypatch, 'cifar10', downloads)
+  cifar_archives.record_checksums(monkeypatch, 'cifar10', downloads)
   data_dir = tmp_path / 'tfds'
   workdir = tmp_path / 'run'
   argv = [

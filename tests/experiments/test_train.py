@@ -11,6 +11,7 @@ import math
 import pathlib
 import shlex
 
+import cifar_archives
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,6 @@ import numpy as np
 import optax
 import pytest
 import run_files
-import tensorflow_datasets as tfds
 
 from experiments import cli, models, optimizers, run_directory, train
 from experiments.configs import adaloss as adaloss_config
@@ -372,33 +372,38 @@ def test_acme_command_resumes_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_adadiff_cifar_command_on_mock_cifar10(tmp_path):
+def test_adadiff_cifar_command_on_a_generated_cifar10(tmp_path, monkeypatch):
   workdir = tmp_path / 'run'
-  with tfds.testing.mock_data(
-      num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE
-  ):
-    code = cli.main([
-        'adadiff-cifar',
-        '--optim',
-        'adadiff',
-        '--lr',
-        '0.001',
-        '--model',
-        'tiny_cnn',
-        '--dataset',
-        'cifar10',
-        '--batchsize',
-        '16',
-        '--total_epoch',
-        '2',
-        '--decay_epoch',
-        '1',
-        '--max-steps-per-epoch',
-        '2',
-        '--workdir',
-        str(workdir),
-        '--no-progress',
-    ])
+  downloads = tmp_path / 'downloads'
+  downloads.mkdir()
+  cifar_archives.write_cifar10(downloads / 'cifar-10-python.tar.gz', 13)
+  cifar_archives.record_checksums(monkeypatch, 'cifar10', downloads)
+  code = cli.main([
+      'adadiff-cifar',
+      '--optim',
+      'adadiff',
+      '--lr',
+      '0.001',
+      '--model',
+      'tiny_cnn',
+      '--dataset',
+      'cifar10',
+      '--batchsize',
+      '16',
+      '--total_epoch',
+      '2',
+      '--decay_epoch',
+      '1',
+      '--max-steps-per-epoch',
+      '2',
+      '--workdir',
+      str(workdir),
+      '--data-dir',
+      str(tmp_path / 'tfds'),
+      '--download-dir',
+      str(downloads),
+      '--no-progress',
+  ])
   assert code == 0
   records = run_directory.read_metrics(workdir)
   assert [r['step'] for r in records] == [2, 4]
