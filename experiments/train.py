@@ -35,7 +35,6 @@ import functools
 import json
 import logging
 import math
-import os
 import pathlib
 import sys
 import time
@@ -56,6 +55,7 @@ from experiments import (
     memory_check,
     models,
     optimizers,
+    reporting,
     run_directory,
 )
 from experiments.configs import default as default_config
@@ -63,19 +63,6 @@ from experiments.configs.default import Config
 
 _LOG = logging.getLogger(__name__)
 _METRIC_KEYS = ('loss_sum', 'correct', 'count')
-# Seconds between progress lines when stderr is not a terminal (no progress
-# bar there); the tests shorten it through this internal variable.
-_PROGRESS_SECONDS = float(os.environ.get('EXPERIMENTS_PROGRESS_SECONDS', 30))
-# JAX's tracing, lowering and compiling time in this process, in seconds.
-_compile_seconds = [0.0]
-
-
-def _count_compile_time(event: str, duration: float, **_) -> None:
-  if event.startswith('/jax/core/compile/'):
-    _compile_seconds[0] += duration
-
-
-jax.monitoring.register_event_duration_secs_listener(_count_compile_time)
 
 
 @flax.struct.dataclass
@@ -549,7 +536,7 @@ class Steps:
     if not with_stats and self._compiled is not None:
       return self._compiled
     if with_stats not in self._announced:
-      self._announced[with_stats] = _announcing_compilation(
+      self._announced[with_stats] = reporting.announcing_compilation(
           self._jitted_train(with_stats),
           'the training step' + (' with statistics' if with_stats else ''),
       )
@@ -573,60 +560,6 @@ class Steps:
           time.perf_counter() - started,
       )
     return memory_check.step_bytes(self._compiled)
-
-
-def _announcing_compilation(function, name: str):
-  """`function`, whose first call, which compiles it, says so when it starts
-  and when it ends, with the compilation's time."""
-  called = False
-
-  def call(*args):
-    nonlocal called
-    if called:
-      return function(*args)
-    called = True
-    _LOG.info('Compiling %s...', name)
-    before = _compile_seconds[0]
-    outputs = jax.block_until_ready(function(*args))
-    _LOG.info('Compiled %s in %.1f s.', name, _compile_seconds[0] - before)
-    return outputs
-
-  return call
-
-
-class ProgressLines:
-  """Where no progress bar is drawn: a line at least every
-  ``_PROGRESS_SECONDS`` with the steps done, their rate and the expected end,
-  the rate measured from the second step on (the first compiles)."""
-
-  def __init__(self, total_steps: int):
-    self._total = total_steps
-    self._since = None
-    self._last_line = time.monotonic()
-
-  def step_done(self, step: int) -> None:
-    now = time.monotonic()
-    if self._since is None:
-      self._since = (now, step)
-      return
-    if now - self._last_line < _PROGRESS_SECONDS:
-      return
-    self._last_line = now
-    rate = (step - self._since[1]) / (now - self._since[0])
-    remaining = (self._total - step) / rate if rate else math.inf
-    end = (
-        time.strftime('%H:%M:%S', time.localtime(time.time() + remaining))
-        if math.isfinite(remaining)
-        else 'unknown'
-    )
-    _LOG.info(
-        'step %d/%d, %.3g steps/s, expected end %s (in %.1f min)',
-        step,
-        self._total,
-        rate,
-        end,
-        remaining / 60,
-    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -900,7 +833,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
 
   max_steps = config.max_steps or sys.maxsize
   show_progress = config.progress_bar and sys.stderr.isatty()
-  progress_lines = ProgressLines(
+  progress_lines = reporting.ProgressLines(
       min(max_steps, config.num_epochs * num_steps_per_epoch)
   )
   started = time.perf_counter() - progress.seconds

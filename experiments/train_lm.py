@@ -56,6 +56,7 @@ generator, so ``resume=True`` continues bit-for-bit.
 import functools
 import json
 import logging
+import math
 import pathlib
 import sys
 import time
@@ -69,7 +70,13 @@ import numpy as np
 import optax
 import tqdm
 
-from experiments import lm_pipeline, optimizers, ptb, run_directory
+from experiments import (
+    lm_pipeline,
+    optimizers,
+    ptb,
+    reporting,
+    run_directory,
+)
 from experiments.configs import default as default_config
 from experiments.configs.language_model import Config
 from experiments.models import awd_lstm
@@ -490,7 +497,17 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
   if progress.data:
     lengths.bit_generator.state = progress.data['rng']
   totals = _on_device_totals(progress.window)
-  train = jitted_train_step(graphdef, config)
+  jitted_train = jitted_train_step(graphdef, config)
+  # One compilation per padded window length, each announced.
+  train_by_length = {}
+
+  def train(state, totals, window, scale):
+    length = window.inputs.shape[0]
+    if length not in train_by_length:
+      train_by_length[length] = reporting.announcing_compilation(
+          jitted_train, f'the training step for windows of {length} steps'
+      )
+    return train_by_length[length](state, totals, device_window(window), scale)
 
   def save(windows):
     progress.window = {k: float(v) for k, v in totals.items()}
@@ -498,90 +515,108 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     progress.seconds = time.perf_counter() - started
     run.save(state, progress)
 
+  def stop_if_interrupted():
+    if interrupt.requested:
+      run.close()
+      raise run_directory.Interrupted(int(state.step))
+
   max_steps = config.max_steps or sys.maxsize
   epoch_steps = config.max_steps_per_epoch or sys.maxsize
   show_progress = config.progress_bar and sys.stderr.isatty()
+  # Window lengths are drawn, so the steps of an epoch are known on average.
+  windows_per_epoch = math.ceil((len(train_data) - 1) / config.bptt)
+  progress_lines = reporting.ProgressLines(
+      min(max_steps, config.num_epochs * min(epoch_steps, windows_per_epoch)),
+      approximate=True,
+  )
   started = time.perf_counter() - progress.seconds
 
-  while progress.epoch < config.num_epochs and int(state.step) < max_steps:
-    windows = lm_pipeline.bptt_windows(
-        train_data,
-        config.bptt,
-        rng=lengths,
-        pad_to_multiple_of=config.window_multiple,
-    )
-    if progress.batch:
-      windows.set_state(progress.data)
-    else:
-      state = state.replace(
-          carry=zero_carry(graphdef, state, config.batch_size)
+  interrupt = run_directory.InterruptRequest()
+  with interrupt:
+    while progress.epoch < config.num_epochs and int(state.step) < max_steps:
+      windows = lm_pipeline.bptt_windows(
+          train_data,
+          config.bptt,
+          rng=lengths,
+          pad_to_multiple_of=config.window_multiple,
       )
-    rate_factor = learning_rate_factor(config, progress.epoch)
-    stop = min(epoch_steps, progress.batch + max_steps - int(state.step))
-    bar = tqdm.tqdm(
-        total=len(train_data) - 1,
-        initial=windows.get_state()['position'],
-        unit='row',
-        desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
-        disable=not show_progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
-    while progress.batch < stop and not windows.exhausted():
-      window = next(windows)
-      scale = np.float32(rate_factor * window.seq_len / config.bptt)
-      state, totals = train(state, totals, device_window(window), scale)
-      progress.batch += 1
-      bar.update(window.length)
-      every = config.checkpoint_every_steps
-      if (
-          every
-          and int(state.step) % every == 0
-          and progress.batch < stop
-          and not windows.exhausted()
-      ):
-        # The loop's last window is checkpointed below, with what follows
-        # it (the epoch's end, its evaluation) counted.
-        save(windows)
-    bar.close()
+      if progress.batch:
+        windows.set_state(progress.data)
+      else:
+        state = state.replace(
+            carry=zero_carry(graphdef, state, config.batch_size)
+        )
+      rate_factor = learning_rate_factor(config, progress.epoch)
+      stop = min(epoch_steps, progress.batch + max_steps - int(state.step))
+      bar = tqdm.tqdm(
+          total=len(train_data) - 1,
+          initial=windows.get_state()['position'],
+          unit='row',
+          desc=f'epoch {progress.epoch + 1}/{config.num_epochs}',
+          disable=not show_progress,
+          leave=False,
+          dynamic_ncols=True,
+      )
+      while progress.batch < stop and not windows.exhausted():
+        window = next(windows)
+        scale = np.float32(rate_factor * window.seq_len / config.bptt)
+        state, totals = train(state, totals, window, scale)
+        progress.batch += 1
+        bar.update(window.length)
+        if config.progress_bar and not show_progress:
+          progress_lines.step_done(int(state.step))
+        every = config.checkpoint_every_steps
+        checkpoint_due = bool(every) and int(state.step) % every == 0
+        if (
+            progress.batch < stop
+            and not windows.exhausted()
+            and (checkpoint_due or interrupt.requested)
+        ):
+          # The loop's last window is checkpointed below, with what follows
+          # it (the epoch's end, its evaluation) counted.
+          save(windows)
+          stop_if_interrupted()
+      bar.close()
 
-    # The pass is over, the epoch shortened, or the run at max_steps: a
-    # record in each case.
-    end_of_epoch = windows.exhausted() or progress.batch >= epoch_steps
-    epochs_trained = progress.epoch + (
-        1.0
-        if end_of_epoch
-        else min(1.0, windows.get_state()['position'] / (len(train_data) - 1))
-    )
-    if end_of_epoch:
-      progress.epoch, progress.batch = progress.epoch + 1, 0
-    record = {'epoch': epochs_trained, 'step': int(state.step)}
-    if float(totals['count']):
-      train_loss = float(totals['loss_sum'] / totals['count'])
-      record.update(
-          train_loss=train_loss, train_perplexity=_perplexity(train_loss)
+      # The pass is over, the epoch shortened, or the run at max_steps: a
+      # record in each case.
+      end_of_epoch = windows.exhausted() or progress.batch >= epoch_steps
+      epochs_trained = progress.epoch + (
+          1.0
+          if end_of_epoch
+          else min(1.0, windows.get_state()['position'] / (len(train_data) - 1))
       )
-    for prefix, (split, batch_size) in EVAL_SPLITS.items():
-      loss = evaluate(graphdef, state, tokens[split], batch_size, config.bptt)
-      record.update(
-          {f'{prefix}_loss': loss, f'{prefix}_perplexity': _perplexity(loss)}
+      if end_of_epoch:
+        progress.epoch, progress.batch = progress.epoch + 1, 0
+      record = {'epoch': epochs_trained, 'step': int(state.step)}
+      if float(totals['count']):
+        train_loss = float(totals['loss_sum'] / totals['count'])
+        record.update(
+            train_loss=train_loss, train_perplexity=_perplexity(train_loss)
+        )
+      for prefix, (split, batch_size) in EVAL_SPLITS.items():
+        loss = evaluate(graphdef, state, tokens[split], batch_size, config.bptt)
+        record.update(
+            {f'{prefix}_loss': loss, f'{prefix}_perplexity': _perplexity(loss)}
+        )
+      record['learning_rate'] = config.learning_rate * rate_factor
+      record['seconds'] = time.perf_counter() - started
+      history.append(record)
+      run.write(record)
+      _LOG.info(
+          '%s epoch %.2f step %d: %s',
+          workdir.name,
+          record['epoch'],
+          record['step'],
+          ', '.join(
+              f'{k} {v:.4g}'
+              for k, v in record.items()
+              if k.endswith(('_loss', '_perplexity'))
+          ),
       )
-    record['learning_rate'] = config.learning_rate * rate_factor
-    record['seconds'] = time.perf_counter() - started
-    history.append(record)
-    run.write(record)
-    _LOG.info(
-        '%s epoch %.2f step %d: %s',
-        workdir.name,
-        record['epoch'],
-        record['step'],
-        ', '.join(
-            f'{k} {v:.4g}'
-            for k, v in record.items()
-            if k.endswith(('_loss', '_perplexity'))
-        ),
-    )
-    totals = _on_device_totals(_zero_totals())
-    save(windows)
+      totals = _on_device_totals(_zero_totals())
+      save(windows)
+      if progress.epoch < config.num_epochs and int(state.step) < max_steps:
+        stop_if_interrupted()
   run.close()
   return history

@@ -19,7 +19,15 @@ import matplotlib.pyplot as plt
 import pytest
 
 import experiments
-from experiments import adaloss_table, cli, plots, ptb, run_directory, train
+from experiments import (
+    adaloss_table,
+    cli,
+    plots,
+    ptb,
+    reporting,
+    run_directory,
+    train,
+)
 from experiments.configs import acme as acme_config
 from experiments.configs import adaloss as adaloss_config
 from experiments.configs import default as default_config
@@ -194,12 +202,15 @@ def test_ctrl_c_checkpoints_says_where_and_resume_continues(tmp_path):
   assert run_directory.read_metrics(workdir)[-1]['step'] == step + 2
 
 
-def test_progress_lines_give_steps_rate_and_expected_end(monkeypatch, caplog):
+@pytest.mark.parametrize('approximate, total', [(False, '100'), (True, '~100')])
+def test_progress_lines_give_steps_rate_and_expected_end(
+    monkeypatch, caplog, approximate, total
+):
   clock = [1000.0]
-  monkeypatch.setattr(train.time, 'monotonic', lambda: clock[0])
-  monkeypatch.setattr(train, '_PROGRESS_SECONDS', 30.0)
-  lines = train.ProgressLines(total_steps=100)  # pylint: disable=protected-access
-  with caplog.at_level(logging.INFO, logger='experiments.train'):
+  monkeypatch.setattr(reporting.time, 'monotonic', lambda: clock[0])
+  monkeypatch.setattr(reporting, '_PROGRESS_SECONDS', 30.0)
+  lines = reporting.ProgressLines(total_steps=100, approximate=approximate)
+  with caplog.at_level(logging.INFO, logger='experiments'):
     for step in range(1, 41):
       clock[0] += 100.0 if step == 1 else 2.0  # the first step compiles
       lines.step_done(step)
@@ -208,9 +219,9 @@ def test_progress_lines_give_steps_rate_and_expected_end(monkeypatch, caplog):
   assert [
       re.sub(r'end \S+', 'end TIME', r.getMessage()) for r in caplog.records
   ] == [
-      'step 2/100, 0.5 steps/s, expected end TIME (in 3.3 min)',
-      'step 17/100, 0.5 steps/s, expected end TIME (in 2.8 min)',
-      'step 32/100, 0.5 steps/s, expected end TIME (in 2.3 min)',
+      f'step 2/{total}, 0.5 steps/s, expected end TIME (in 3.3 min)',
+      f'step 17/{total}, 0.5 steps/s, expected end TIME (in 2.8 min)',
+      f'step 32/{total}, 0.5 steps/s, expected end TIME (in 2.3 min)',
   ]
 
 

@@ -9,6 +9,12 @@ steps compile once each and the runs of a test share them.
 import dataclasses
 import json
 import math
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +23,7 @@ import optax
 import pytest
 import run_files
 
+import experiments
 from experiments import (
     cli,
     lm_pipeline,
@@ -148,6 +155,90 @@ def test_adadiff_ptb_command_writes_metrics_and_checkpoints_and_resumes(
       jax.tree.leaves(got['state']), jax.tree.leaves(want['state']), strict=True
   ):
     np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_during_a_step_stops_after_it_with_its_checkpoint(
+    data_dir, tmp_path, monkeypatch
+):
+  original = train_lm.device_window
+  windows_read = []
+
+  def device_window_then_ctrl_c(window):
+    windows_read.append(window)
+    if len(windows_read) == 3:
+      signal.raise_signal(signal.SIGINT)
+    return original(window)
+
+  monkeypatch.setattr(train_lm, 'device_window', device_window_then_ctrl_c)
+  with pytest.raises(run_directory.Interrupted, match='interrupted at step 3;'):
+    train_lm.train_and_evaluate(_config(data_dir, num_epochs=2), str(tmp_path))
+  step, checkpoint = run_files.latest_checkpoint(tmp_path)
+  assert step == 3 and checkpoint['progress']['batch'] == 3
+  assert len(windows_read) == 3
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_checkpoints_mid_epoch_and_resume_continues(data_dir, tmp_path):
+  """The command in a subprocess, its output a pipe: it announces each
+  window length's compilation, prints progress lines, and stops on Ctrl-C
+  with a checkpoint and one line."""
+  root = pathlib.Path(experiments.__file__).parent.parent
+  # A progress line after every step, so that the test knows training runs.
+  environment = {
+      **os.environ,
+      'PYTHONPATH': str(root),
+      'EXPERIMENTS_PROGRESS_SECONDS': '0',
+  }
+  command = [sys.executable, '-m', 'experiments', 'adadiff-ptb']
+  command += ['--data-dir', str(data_dir), '--workdir', str(tmp_path)]
+  command += [flag for flag in _FLAGS if flag != '--no-progress']
+  run = subprocess.Popen(
+      command + ['--epochs', '1000'],
+      cwd=root,
+      env=environment,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+  lines = []
+  for line in run.stdout:
+    lines.append(line)
+    if re.match(r'step \d+/~\d+, ', line):
+      break
+  run.send_signal(signal.SIGINT)
+  output = ''.join(lines) + run.communicate(timeout=300)[0]
+  assert run.returncode == 130, output
+  assert 'Traceback' not in output
+  assert re.search(
+      rf'^Compiling the training step for windows of {_WINDOW_MULTIPLE}'
+      r' steps\.\.\.\nCompiled the training step for windows of'
+      rf' {_WINDOW_MULTIPLE} steps in \d+\.\d s\.$',
+      output,
+      flags=re.MULTILINE,
+  )
+  # 1000 epochs of the rows over bptt windows, the windows' mean length.
+  rows = len(ptb.load_tokens('train', data_dir)) // 4
+  total = 1000 * math.ceil((rows - 1) / _BPTT)
+  assert re.search(rf'^step \d+/~{total}, ', output, flags=re.MULTILINE)
+  match = re.fullmatch(
+      r'interrupted at step (\d+); resume with the same command and --resume',
+      output.splitlines()[-1],
+  )
+  assert match, output
+  step = int(match[1])
+  assert run_files.latest_checkpoint(tmp_path)[0] == step
+
+  resumed = subprocess.run(
+      command + ['--epochs', '1000', '--resume', '--max-steps', str(step + 2)],
+      cwd=root,
+      env=environment,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=True,
+  )
+  assert f'Resuming {tmp_path} from step {step}.' in resumed.stderr
+  assert run_directory.read_metrics(tmp_path)[-1]['step'] == step + 2
 
 
 def test_a_step_runs_on_the_first_window_from_a_zero_state_at_seq_len_over_bptt(
