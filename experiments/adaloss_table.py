@@ -336,9 +336,14 @@ def _describe(grid: Grid) -> str:
   epochs = f'{grid.epochs} epochs'
   if grid.max_steps_per_epoch:
     epochs += f' of at most {grid.max_steps_per_epoch} steps'
+  if len(grid.seeds) > 1:
+    runs = 'mean ± sample standard deviation over seeds ' + ', '.join(
+        map(str, grid.seeds)
+    )
+  else:
+    runs = f'one run per cell, seed {grid.seeds[0]}'
   return (
-      f'Final test accuracy (%) after {epochs}, mean ± sample standard '
-      f'deviation over seeds {", ".join(map(str, grid.seeds))}; {start}; '
+      f'Final test accuracy (%) after {epochs}, {runs}; {start}; '
       f'eta {grid.eta:g}, batch size {grid.batch_size}, weight decay '
       f'{grid.weight_decay:g}, alpha 1, c 0, no momentum.'
   )

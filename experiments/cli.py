@@ -216,10 +216,11 @@ def _train(config, workdir: str, train_and_evaluate=None) -> int:
   if jax.process_count() > 1:
     run_directory.check_same_run_in_every_process(config, workdir)
   history = train_and_evaluate(config, workdir)
-  print(
-      f'Wrote {pathlib.Path(workdir) / run_directory.METRICS_FILE}'
-      + (f'; last record: {json.dumps(history[-1])}' if history else '.')
-  )
+  if jax.process_index() == 0:  # the process that writes the metrics
+    print(
+        f'Wrote {pathlib.Path(workdir) / run_directory.METRICS_FILE}'
+        + (f'; last record: {json.dumps(history[-1])}' if history else '.')
+    )
   return 0
 
 

@@ -393,7 +393,7 @@ def test_the_comparisons_legend_covers_no_curve(tmp_path, drawn_figures):
     assert not box.overlaps(axis.get_window_extent())
 
 
-def test_the_table_of_one_seed_says_1_seed(tmp_path, drawn_figures):
+def test_the_table_of_one_seed_says_1_seed_and_one_run(tmp_path, drawn_figures):
   grid = adaloss_table.Grid(
       model='mlp',
       dataset='digits',
@@ -402,11 +402,16 @@ def test_the_table_of_one_seed_says_1_seed(tmp_path, drawn_figures):
       methods=('adaloss',),
       seeds=(0,),
   )
-  adaloss_table.plot_table(
-      tmp_path / 'table.png', grid, {('adaloss', 1.0): [0.9]}
-  )
+  results = {('adaloss', 1.0): [0.9]}
+  adaloss_table.plot_table(tmp_path / 'table.png', grid, results)
   title = drawn_figures[0].axes[0].get_title()
   assert title.endswith(', 1 seed'), title
+  text = adaloss_table.write_table(tmp_path / 'table.md', grid, results)
+  assert (
+      'Final test accuracy (%) after 10 epochs, one run per cell, seed 0;'
+      in (text)
+  )
+  assert 'deviation' not in text
 
 
 def test_convolutional_networks_get_ynnpack_on_a_cpu(monkeypatch, capsys):

@@ -151,6 +151,11 @@ def test_two_processes_end_where_one_process_on_two_devices_does(
       p.name for p in (workdir / 'checkpoints' / '8' / 'state').glob('ocdbt.*')
   ) == ['ocdbt.process_0', 'ocdbt.process_1']
   assert len(list((workdir / 'tensorboard').iterdir())) == 1
+  # and says so.
+  wrote = [
+      log.count(f'Wrote {workdir}/metrics.jsonl') for log in _logs(workdir)
+  ]
+  assert wrote == [1, 0]
 
 
 def test_two_processes_killed_mid_epoch_resume_to_the_uninterrupted_run(
