@@ -1,7 +1,7 @@
 """The figures of ``python -m experiments``, drawn from what runs wrote.
 
-* :func:`plot_curves`: training loss and every evaluated accuracy against the
-  epoch, of one run or of several;
+* :func:`plot_curves`: training loss and every evaluated accuracy (or
+  perplexity) against the epoch, of one run or of several;
 * :func:`plot_histograms`: the scale-free paper's histograms of the
   magnitudes of parameters, gradients and updates (``--store-stats``);
 * :func:`plot_heatmap`: the scale-free paper's final test error over the
@@ -105,8 +105,9 @@ def plot_run_folder(
 def plot_curves(
     path: pathlib.Path, title: str, histories: dict[str, History]
 ) -> pathlib.Path:
-  """Training loss and every evaluated accuracy against the epoch, and what
-  the method adapts where the records have it.
+  """Training loss and every evaluated accuracy (perplexity, for a language
+  model) against the epoch, and what the method adapts where the records have
+  it.
 
   The third panel draws AdaLoss's (and its baselines') effective step, or
   ACME's adapted rate with the branch of its step-size table taken at each
@@ -127,7 +128,14 @@ def plot_curves(
   figure, axes = plt.subplots(
       1, 3 if adapts else 2, figsize=(16 if adapts else 11, 4)
   )
-  loss_axis, accuracy_axis = axes[:2]
+  loss_axis, quality_axis = axes[:2]
+  # The language model's records have perplexities where the classifiers'
+  # have accuracies.
+  quality = (
+      'accuracy'
+      if any(k.endswith('_accuracy') for k in keys)
+      else ('perplexity')
+  )
   for name, history in histories.items():
     label = '' if len(histories) == 1 else f'{name} '
     epochs = [r['epoch'] for r in history]
@@ -135,12 +143,17 @@ def plot_curves(
       values = [r.get(key, math.nan) for r in history]
       if key.endswith('_loss'):
         loss_axis.plot(epochs, values, label=f'{label}{key}')
-      elif key.endswith('_accuracy'):
-        accuracy_axis.plot(epochs, values, label=f'{label}{key}')
+      elif key.endswith(f'_{quality}'):
+        quality_axis.plot(epochs, values, label=f'{label}{key}')
   loss_axis.set(xlabel='epoch', ylabel='loss', yscale='log')
-  accuracy_axis.set(xlabel='epoch', ylabel='accuracy')
-  for axis in (loss_axis, accuracy_axis):
-    axis.legend(fontsize='x-small')
+  quality_axis.set(
+      xlabel='epoch',
+      ylabel=quality,
+      yscale='log' if quality == 'perplexity' else 'linear',
+  )
+  for axis in (loss_axis, quality_axis):
+    if axis.get_legend_handles_labels()[0]:
+      axis.legend(fontsize='x-small')
   if adapts:
     _plot_adapted(axes[2], histories)
   figure.suptitle(title, fontsize='small')

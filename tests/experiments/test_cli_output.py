@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 
 import matplotlib
 
@@ -373,6 +374,33 @@ def test_an_adaloss_runs_curves_draw_its_effective_step(
   plots.plot_curves(tmp_path / 'curves.png', 'adaloss', {'adaloss': history})
   (step,) = drawn_figures[0].axes[2].get_lines()
   assert step.get_label() == 'effective step'
+
+
+def test_a_language_models_curves_draw_its_perplexities(
+    tmp_path, drawn_figures
+):
+  history = [
+      {
+          'epoch': e,
+          **{f'{split}_loss': 5.0 / e for split in ('train', 'val')},
+          **{f'{split}_perplexity': 150.0 / e for split in ('train', 'val')},
+      }
+      for e in (1, 2)
+  ]
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # matplotlib warns of an empty legend
+    plots.plot_curves(tmp_path / 'curves.png', 'ptb', {'ptb': history})
+  loss_axis, perplexity_axis = drawn_figures[0].axes
+  assert perplexity_axis.get_ylabel() == 'perplexity'
+  assert perplexity_axis.get_yscale() == 'log'
+  assert [line.get_label() for line in perplexity_axis.get_lines()] == [
+      'train_perplexity',
+      'val_perplexity',
+  ]
+  assert [line.get_label() for line in loss_axis.get_lines()] == [
+      'train_loss',
+      'val_loss',
+  ]
 
 
 def test_the_comparisons_legend_covers_no_curve(tmp_path, drawn_figures):
