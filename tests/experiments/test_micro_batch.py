@@ -164,6 +164,46 @@ def test_the_proposed_micro_batch_is_the_largest_predicted_to_fit():
   )
 
 
+class _FakeDevice:
+  """A device as the memory check reads it."""
+
+  def __init__(self, platform, stats, kind='test accelerator'):
+    self.platform, self.device_kind, self._stats = platform, kind, stats
+
+  def memory_stats(self):
+    return self._stats
+
+
+def test_an_accelerator_offers_its_allocators_least_free_memory(monkeypatch):
+  monkeypatch.delenv(memory_check.LIMIT_VARIABLE, raising=False)
+  devices = [
+      _FakeDevice('gpu', {'bytes_limit': 80, 'bytes_in_use': 10}),
+      _FakeDevice('gpu', {'bytes_limit': 80, 'bytes_in_use': 30}),
+  ]
+  monkeypatch.setattr(memory_check.jax, 'local_devices', lambda: devices)
+  assert memory_check.available_per_device() == (50, 'test accelerator memory')
+
+
+def test_cpu_devices_share_the_hosts_available_memory(monkeypatch, tmp_path):
+  monkeypatch.delenv(memory_check.LIMIT_VARIABLE, raising=False)
+  meminfo = tmp_path / 'meminfo'
+  meminfo.write_text(
+      'MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n'
+  )
+  monkeypatch.setattr(memory_check, '_MEMINFO', meminfo)
+  devices = [_FakeDevice('cpu', None), _FakeDevice('cpu', None)]
+  monkeypatch.setattr(memory_check.jax, 'local_devices', lambda: devices)
+  assert memory_check.available_per_device() == (
+      8000000 * 1024 // 2,
+      f'MemAvailable of {meminfo}, shared by 2 CPU devices',
+  )
+  # Without /proc/meminfo, or on a device that reports nothing: unknown.
+  monkeypatch.setattr(memory_check, '_MEMINFO', tmp_path / 'absent')
+  assert memory_check.available_per_device() is None
+  devices[:] = [_FakeDevice('tpu', {})]
+  assert memory_check.available_per_device() is None
+
+
 def test_a_step_that_cannot_fit_is_refused_before_training(
     tmp_path, monkeypatch, capsys
 ):
