@@ -131,11 +131,8 @@ def plot_curves(
   loss_axis, quality_axis = axes[:2]
   # The language model's records have perplexities where the classifiers'
   # have accuracies.
-  quality = (
-      'accuracy'
-      if any(k.endswith('_accuracy') for k in keys)
-      else ('perplexity')
-  )
+  has_accuracy = any(k.endswith('_accuracy') for k in keys)
+  quality = 'accuracy' if has_accuracy else 'perplexity'
   for name, history in histories.items():
     label = '' if len(histories) == 1 else f'{name} '
     epochs = [r['epoch'] for r in history]
