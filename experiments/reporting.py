@@ -2,8 +2,8 @@
 
 Both loops (``experiments.train`` and ``experiments.train_lm``) announce the
 compilation of their training step, which takes minutes for the larger
-networks on a CPU, and, where stderr is not a terminal, print a progress line
-at least every ``_PROGRESS_SECONDS``.
+networks on a CPU, print a progress line at least every ``_PROGRESS_SECONDS``
+where stderr is not a terminal, and a line for each metrics record.
 """
 
 from collections.abc import Callable
@@ -14,6 +14,10 @@ import time
 from typing import Any
 
 import jax
+
+# The metrics a record's line shows: the losses, and the classifiers'
+# accuracies or the language model's perplexities.
+_SHOWN_METRICS = ('_loss', '_accuracy', '_perplexity')
 
 _LOG = logging.getLogger(__name__)
 # Seconds between progress lines when stderr is not a terminal (no progress
@@ -106,3 +110,26 @@ class ProgressLines:
         end,
         remaining / 60,
     )
+
+
+def say_record(run_name: str, record: dict[str, Any]) -> None:
+  """Logs a metrics record in one line.
+
+  Args:
+    run_name: the run's name (its folder's).
+    record: a record of ``metrics.jsonl``, with its ``epoch`` and ``step``.
+
+  Example: ``adaloss epoch 1.00 step 23: train_loss 2.175, test_loss 2.073``,
+  the losses, accuracies and perplexities in the record's order.
+  """
+  _LOG.info(
+      '%s epoch %.2f step %d: %s',
+      run_name,
+      record['epoch'],
+      record['step'],
+      ', '.join(
+          f'{k} {v:.4g}'
+          for k, v in record.items()
+          if k.endswith(_SHOWN_METRICS)
+      ),
+  )

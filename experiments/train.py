@@ -916,17 +916,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
         progress.seconds = record['seconds'] = time.perf_counter() - started
         history.append(record)
         run.write(record)
-        _LOG.info(
-            '%s epoch %.2f step %d: %s',
-            workdir.name,
-            record['epoch'],
-            record['step'],
-            ', '.join(
-                f'{k} {v:.4g}'
-                for k, v in record.items()
-                if k.endswith(('_loss', '_accuracy'))
-            ),
-        )
+        reporting.say_record(workdir.name, record)
         window = jax.device_put(dict.fromkeys(_METRIC_KEYS, 0.0), replicated)
       if evaluation_due or checkpoint_due() or interrupt.requested:
         save()

@@ -603,17 +603,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       record['seconds'] = time.perf_counter() - started
       history.append(record)
       run.write(record)
-      _LOG.info(
-          '%s epoch %.2f step %d: %s',
-          workdir.name,
-          record['epoch'],
-          record['step'],
-          ', '.join(
-              f'{k} {v:.4g}'
-              for k, v in record.items()
-              if k.endswith(('_loss', '_perplexity'))
-          ),
-      )
+      reporting.say_record(workdir.name, record)
       totals = _on_device_totals(_zero_totals())
       save(windows)
       if progress.epoch < config.num_epochs and int(state.step) < max_steps:
