@@ -9,11 +9,15 @@ share compiled programs, compiling being most of their work.
 instead of ``python -m experiments``: the run stops, alive, before it
 checkpoints step STEP and prints :data:`PAUSED`, so that a test kills it at a
 known point rather than at a moment of the wall clock.
+
+:func:`interrupt_after_progress` presses Ctrl-C in a run once it trains, and
+:func:`resume` runs the same command again with ``--resume``.
 """
 
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -95,3 +99,66 @@ def wait_until_paused(
     assert process.poll() is None, log.read_text()
     assert time.monotonic() < deadline, log.read_text()
     time.sleep(0.05)
+
+
+def _interrupting_environment() -> dict[str, str]:
+  # A progress line after every step, so that the test knows training runs.
+  return {
+      **os.environ,
+      'PYTHONPATH': str(ROOT),
+      'EXPERIMENTS_PROGRESS_SECONDS': '0',
+  }
+
+
+def interrupt_after_progress(argv: list[str]) -> tuple[int, str, int]:
+  """Runs ``python -m experiments ARGV``, its output a pipe, and sends it
+  SIGINT (Ctrl-C) after its first progress line.
+
+  Returns:
+    The exit status, the whole output (stdout and stderr), and the step that
+    the output's last line, if it is the interrupted run's line, names (-1
+    if not).
+  """
+  run = subprocess.Popen(
+      [sys.executable, '-m', 'experiments', *argv],
+      cwd=ROOT,
+      env=_interrupting_environment(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+  lines = []
+  for line in run.stdout:
+    lines.append(line)
+    if re.match(r'step \d+/~?\d+, ', line):
+      break
+  run.send_signal(signal.SIGINT)
+  output = ''.join(lines) + run.communicate(timeout=PATIENCE_SECONDS)[0]
+  last = output.splitlines()[-1] if output else ''
+  match = re.fullmatch(
+      r'interrupted at step (\d+); resume with the same command and --resume',
+      last,
+  )
+  return run.returncode, output, int(match[1]) if match else -1
+
+
+def resume(argv: list[str], max_steps: int) -> str:
+  """Runs ``python -m experiments ARGV --resume --max-steps MAX_STEPS`` to
+  its end; its stderr."""
+  return subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'experiments',
+          *argv,
+          '--resume',
+          '--max-steps',
+          str(max_steps),
+      ],
+      cwd=ROOT,
+      env=_interrupting_environment(),
+      capture_output=True,
+      text=True,
+      timeout=PATIENCE_SECONDS,
+      check=True,
+  ).stderr

@@ -7,7 +7,6 @@ import logging
 import os
 import pathlib
 import re
-import signal
 import subprocess
 import sys
 import warnings
@@ -16,6 +15,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import child_runs
 import matplotlib.pyplot as plt
 import pytest
 
@@ -129,52 +129,13 @@ def test_the_authors_config_path_resolves_to_the_bundled_file(
   )
 
 
-def _command(workdir, *flags) -> list[str]:
-  """A long AdaLoss run on digits: it lasts until interrupted."""
-  return [
-      sys.executable,
-      '-m',
-      'experiments',
-      'adaloss',
-      '--model',
-      'mlp',
-      '--bs',
-      '8',
-      '--ep',
-      '1000',
-      '--workdir',
-      str(workdir),
-      *flags,
-  ]
-
-
-def _environment() -> dict[str, str]:
-  # A progress line after every step, so that the test knows training runs.
-  return {
-      **os.environ,
-      'PYTHONPATH': str(ROOT),
-      'EXPERIMENTS_PROGRESS_SECONDS': '0',
-  }
-
-
 def test_ctrl_c_checkpoints_says_where_and_resume_continues(tmp_path):
   workdir = tmp_path / 'run'
-  run = subprocess.Popen(
-      _command(workdir),
-      cwd=ROOT,
-      env=_environment(),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-  )
-  lines = []
-  for line in run.stdout:
-    lines.append(line)
-    if re.match(r'step \d+/', line):
-      break
-  run.send_signal(signal.SIGINT)
-  output = ''.join(lines) + run.communicate(timeout=300)[0]
-  assert run.returncode == 130, output
+  # A long AdaLoss run on digits: it lasts until interrupted.
+  argv = ['adaloss', '--model', 'mlp', '--bs', '8', '--ep', '1000']
+  argv += ['--workdir', str(workdir)]
+  code, output, step = child_runs.interrupt_after_progress(argv)
+  assert code == 130, output
   assert 'Traceback' not in output
   assert re.search(
       r'^Compiling the training step\.\.\.\n'
@@ -182,24 +143,10 @@ def test_ctrl_c_checkpoints_says_where_and_resume_continues(tmp_path):
       output,
       flags=re.MULTILINE,
   )
-  last = output.splitlines()[-1]
-  match = re.fullmatch(
-      r'interrupted at step (\d+); resume with the same command and --resume',
-      last,
-  )
-  assert match, output
-  step = int(match[1])
+  assert step > 0, output  # the last line says where the run stopped
 
-  resumed = subprocess.run(
-      _command(workdir, '--resume', '--max-steps', str(step + 2)),
-      cwd=ROOT,
-      env=_environment(),
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=True,
-  )
-  assert f'Resuming {workdir} from step {step}.' in resumed.stderr
+  resumed = child_runs.resume(argv, max_steps=step + 2)
+  assert f'Resuming {workdir} from step {step}.' in resumed
   assert run_directory.read_metrics(workdir)[-1]['step'] == step + 2
 
 
@@ -223,6 +170,43 @@ def test_progress_lines_give_steps_rate_and_expected_end(
       f'step 2/{total}, 0.5 steps/s, expected end TIME (in 3.3 min)',
       f'step 17/{total}, 0.5 steps/s, expected end TIME (in 2.8 min)',
       f'step 32/{total}, 0.5 steps/s, expected end TIME (in 2.3 min)',
+  ]
+
+
+def test_a_record_is_said_in_one_line_of_its_losses_and_scores(caplog):
+  records = [
+      {
+          'epoch': 1.0,
+          'step': 23,
+          'train_loss': 2.17546,
+          'train_accuracy': 0.22963,
+          'test_loss': 2.0731,
+          'test_accuracy': 0.25926,
+          'learning_rate': 1.0,
+          'seconds': 9.5,
+      },
+      {
+          'epoch': 0.5,
+          'step': 4,
+          'train_loss': 5.3,
+          'train_perplexity': 200.34,
+          'val_loss': 5.1,
+          'val_perplexity': 164.02,
+          'learning_rate': 30.0,
+      },
+  ]
+  with caplog.at_level(logging.INFO, logger='experiments'):
+    for record in records:
+      reporting.say_record('run', record)
+  assert [r.getMessage() for r in caplog.records] == [
+      (
+          'run epoch 1.00 step 23: train_loss 2.175, train_accuracy 0.2296,'
+          ' test_loss 2.073, test_accuracy 0.2593'
+      ),
+      (
+          'run epoch 0.50 step 4: train_loss 5.3, train_perplexity 200.3,'
+          ' val_loss 5.1, val_perplexity 164'
+      ),
   ]
 
 
