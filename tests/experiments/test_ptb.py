@@ -1,12 +1,7 @@
 """PTB built by TFDS from a tiny corpus in its format, and the BPTT pipeline."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 from etils import epath
+import no_tensorflow
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -119,68 +114,25 @@ def test_records_keep_the_file_order_and_text(data_dir):
   assert blank['ids'].tolist() == [ptb.load_vocabulary(data_dir).index('<eos>')]
 
 
-# Run in a fresh interpreter, which has not imported TensorFlow whatever the
-# tests before this one did. Every finder is made blind to it, as if it were not
-# installed; not `sys.modules['tensorflow'] = None`, which etils takes for an
-# imported TensorFlow.
-_WITHOUT_TENSORFLOW = """
-import importlib, importlib.abc, json, pathlib, sys
-
-
-class WithoutTensorFlow(importlib.abc.MetaPathFinder):
-
-  def __init__(self, finder):
-    self.finder = finder
-
-  def find_spec(self, name, path, target=None):
-    if name == 'tensorflow' or name.startswith('tensorflow.'):
-      return None
-    return self.finder.find_spec(name, path, target)
-
-
-sys.meta_path[:] = [WithoutTensorFlow(finder) for finder in sys.meta_path]
-try:
-  importlib.import_module('tensorflow')
-  sys.exit('TensorFlow was not blocked.')
-except ImportError:
-  pass
-from experiments import ptb
-
-root = pathlib.Path(sys.argv[1])
-ptb.prepare(root / 'tfds', manual_dir=root / 'penn')
-vocabulary = ptb.load_vocabulary(root / 'tfds')
-tokens = ptb.load_tokens('test', root / 'tfds')
-print(json.dumps({
-    'tokens': [vocabulary[i] for i in tokens],
-    'tensorflow_imported': 'tensorflow' in sys.modules,
-}))
-"""
-
-
 def test_builds_and_reads_with_tensorflow_unimportable(tmp_path):
   # AWD-LSTM's getdata.sh names are accepted too.
   _write(
       tmp_path / 'penn',
       {'train': 'train.txt', 'validation': 'valid.txt', 'test': 'test.txt'},
   )
-  root = pathlib.Path(ptb.__file__).parent.parent
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (str(root), env.get('PYTHONPATH')) if p
+  tokens = no_tensorflow.run(
+      """
+import pathlib
+from experiments import ptb
+
+root = pathlib.Path(sys.argv[1])
+ptb.prepare(root / 'tfds', manual_dir=root / 'penn')
+vocabulary = ptb.load_vocabulary(root / 'tfds')
+result = [vocabulary[i] for i in ptb.load_tokens('test', root / 'tfds')]
+""",
+      str(tmp_path),
   )
-  result = subprocess.run(
-      [sys.executable, '-c', _WITHOUT_TENSORFLOW, str(tmp_path)],
-      env=env,
-      capture_output=True,
-      text=True,
-      check=False,
-  )
-  assert result.returncode == 0, result.stderr
-  got = json.loads(result.stdout.splitlines()[-1])
-  assert got == {
-      'tokens': _reference_tokens(_TEST),
-      'tensorflow_imported': False,
-  }
+  assert tokens == _reference_tokens(_TEST)
 
 
 def test_without_a_manual_directory_it_reads_mikolovs_archive(
