@@ -107,6 +107,13 @@ class InterruptRequest:
     if self._previous is not None:
       signal.signal(signal.SIGINT, self._previous)
 
+  def stop_if_requested(self, run: 'RunDirectory', step: int) -> None:
+    """After a Ctrl-C, waits for `run`'s checkpoints to be written and
+    raises :class:`Interrupted` at `step`; otherwise does nothing."""
+    if self.requested:
+      run.close()
+      raise Interrupted(step)
+
 
 def check_same_run_in_every_process(
     config: RunConfig, workdir: str | os.PathLike[str]

@@ -844,11 +844,6 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     progress.seconds = time.perf_counter() - started
     run.save(state, progress)
 
-  def stop_if_interrupted():
-    if interrupt.requested:
-      run.close()
-      raise run_directory.Interrupted(int(state.step))
-
   interrupt = run_directory.InterruptRequest()
   with interrupt:
     while progress.epoch < config.num_epochs and int(state.step) < max_steps:
@@ -891,7 +886,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
           # The last batch of the loop is checkpointed below, with the epoch
           # it ends counted.
           save()
-          stop_if_interrupted()
+          interrupt.stop_if_requested(run, int(state.step))
       bar.close()
 
       end_of_epoch = progress.batch >= num_steps_per_epoch
@@ -921,7 +916,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       if evaluation_due or checkpoint_due() or interrupt.requested:
         save()
       if not finished:
-        stop_if_interrupted()
+        interrupt.stop_if_requested(run, int(state.step))
   run.close()
   return history
 

@@ -515,11 +515,6 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
     progress.seconds = time.perf_counter() - started
     run.save(state, progress)
 
-  def stop_if_interrupted():
-    if interrupt.requested:
-      run.close()
-      raise run_directory.Interrupted(int(state.step))
-
   max_steps = config.max_steps or sys.maxsize
   epoch_steps = config.max_steps_per_epoch or sys.maxsize
   show_progress = config.progress_bar and sys.stderr.isatty()
@@ -575,7 +570,7 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
           # The loop's last window is checkpointed below, with what follows
           # it (the epoch's end, its evaluation) counted.
           save(windows)
-          stop_if_interrupted()
+          interrupt.stop_if_requested(run, int(state.step))
       bar.close()
 
       # The pass is over, the epoch shortened, or the run at max_steps: a
@@ -607,6 +602,6 @@ def train_and_evaluate(config: Config, workdir: str) -> list[dict[str, Any]]:
       totals = _on_device_totals(_zero_totals())
       save(windows)
       if progress.epoch < config.num_epochs and int(state.step) < max_steps:
-        stop_if_interrupted()
+        interrupt.stop_if_requested(run, int(state.step))
   run.close()
   return history

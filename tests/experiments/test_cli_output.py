@@ -421,7 +421,7 @@ def test_the_table_of_one_seed_says_1_seed_and_one_run(tmp_path, drawn_figures):
   text = adaloss_table.write_table(tmp_path / 'table.md', grid, results)
   assert (
       'Final test accuracy (%) after 10 epochs, one run per cell, seed 0;'
-      in (text)
+      in text
   )
   assert 'deviation' not in text
 
