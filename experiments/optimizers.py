@@ -133,29 +133,6 @@ def _with_l2(weight_decay: float, tx: optax.GradientTransformation):
   return optax.chain(optax.add_decayed_weights(weight_decay), tx)
 
 
-def _acme_on_schedule(
-    schedule: Callable[[jax.Array], jax.Array], **kwargs
-) -> optax.GradientTransformationExtraArgs:
-  """ACME without rate adaptation (``acme=False``), its rate on ``schedule``.
-
-  Without ``acme`` the rate in the state is never adapted, so setting it from
-  the schedule before each update is exactly a scheduled rate, as the
-  authors' script's ``CosineAnnealingLR`` gives its non-ACME runs.
-  """
-  inner = optax_adaptive.acme(float(schedule(0)), acme=False, **kwargs)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    rate = jnp.asarray(schedule(state.count), state.adapted_learning_rate.dtype)
-    return inner.update(
-        updates,
-        state._replace(adapted_learning_rate=rate),
-        params,
-        **extra_args,
-    )
-
-  return optax.GradientTransformationExtraArgs(inner.init, update_fn)
-
-
 def _build(name: str, rate: optax.ScalarOrSchedule, kwargs: dict[str, Any]):
   """The transformation of method `name` at `rate`."""
   kwargs = dict(kwargs)
@@ -172,14 +149,6 @@ def _build(name: str, rate: optax.ScalarOrSchedule, kwargs: dict[str, Any]):
   if name == 'acme':
     if kwargs.get('asam_mask') == 'authors':
       kwargs['asam_mask'] = authors_asam_mask
-    if callable(rate):
-      if kwargs.get('acme', True):
-        raise ValueError(
-            'acme adapts its own rate: use schedule="constant", '
-            'or acme=False for a scheduled rate.'
-        )
-      kwargs.pop('acme')
-      return _acme_on_schedule(rate, **kwargs)
     return optax_adaptive.acme(rate, **kwargs)
   if name in ('adam', 'adabelief', 'sgd'):
     weight_decay = kwargs.pop('weight_decay', 0.0)

@@ -57,7 +57,7 @@ def step(
     b2=0.999,
     eps=1e-8,
     weight_decay=0.0,
-    acme=True,
+    adapt_learning_rate=True,
     adam=True,
     asam=False,
     rho=1.0,
@@ -83,7 +83,7 @@ def step(
         b2,
         eps,
         weight_decay,
-        acme,
+        adapt_learning_rate,
         adam,
         asam,
         rho,
@@ -105,7 +105,7 @@ def _step(
     b2,
     eps,
     wd,
-    acme,
+    adapt_learning_rate,
     adam,
     asam,
     rho,
@@ -168,9 +168,9 @@ def _step(
   if not finite:
     return rejected(*before)
   d = denominators(v)
-  look = b1 if (nesterov and not acme) else 1.0
+  look = b1 if (nesterov and not adapt_learning_rate) else 1.0
   p1 = {k: p[k] - lr * look * m[k] / d[k] for k in keys}
-  if not acme:
+  if not adapt_learning_rate:
     if nesterov:
       p1 = {k: p1[k] - lr * (1 - b1) * u[k] / d[k] for k in keys}
     p1 = {k: p1[k] * (1 - lr * wd) for k in keys}

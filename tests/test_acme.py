@@ -152,7 +152,9 @@ def test_a_non_finite_start_is_rejected_without_nan_in_the_state(
     poison, use_acme
 ):
   params, loss_fn, (x, y) = _problem()
-  optimizer = optax_adaptive.acme(learning_rate=0.01, acme=use_acme)
+  optimizer = optax_adaptive.acme(
+      learning_rate=0.01, adapt_learning_rate=use_acme
+  )
   state = optimizer.init(params)
   step = optax_adaptive.acme_step(loss_fn, optimizer)
   params, state, _, _ = step(params, state, x, y)

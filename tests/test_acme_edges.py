@@ -226,7 +226,7 @@ def test_a_rejection_later_restarts_t_and_the_schedule_factor(adam):
         ),
         dict(
             learning_rate=0.01,
-            acme=False,
+            adapt_learning_rate=False,
             asam=True,
             nesterov=True,
             rho=0.1,
@@ -234,7 +234,7 @@ def test_a_rejection_later_restarts_t_and_the_schedule_factor(adam):
         ),
         dict(
             learning_rate=0.01,
-            acme=False,
+            adapt_learning_rate=False,
             adam=False,
             asam=True,
             nesterov=True,
@@ -272,7 +272,7 @@ def test_steps_match_the_transcription(hyperparameters):
   worse = {Branch.CUBIC_WORSE, Branch.PARABOLA_OLD, Branch.SHRINK}
   if hyperparameters['learning_rate'] > 1:
     assert worse & set(branches), branches  # the fitted rate led a leap
-  elif hyperparameters.get('acme', True):
+  elif hyperparameters.get('adapt_learning_rate', True):
     assert not worse & set(branches), branches
 
 

@@ -25,6 +25,9 @@ class Entry(NamedTuple):
   factory: Callable[..., optax.GradientTransformationExtraArgs]
   kwargs: dict[str, Any]
   rosenbrock_kwargs: dict[str, Any]
+  # False where `learning_rate` is typed as a schedule but one is refused:
+  # ACME adapts its rate itself, and takes a schedule only when it does not.
+  takes_schedule: bool = True
 
 
 OPTIMIZERS = (
@@ -87,6 +90,13 @@ OPTIMIZERS = (
         optax_adaptive.acme,
         dict(learning_rate=0.01, weight_decay=1e-6),
         dict(learning_rate=0.01),
+        takes_schedule=False,
+    ),
+    Entry(
+        'acme_fixed_rate',
+        functools.partial(optax_adaptive.acme, adapt_learning_rate=False),
+        dict(learning_rate=0.01, weight_decay=1e-6),
+        dict(learning_rate=0.01),
     ),
     Entry(
         'acme_sgd_asam_nesterov',
@@ -95,6 +105,7 @@ OPTIMIZERS = (
         ),
         dict(learning_rate=0.01, rho=0.05),
         dict(learning_rate=0.001, rho=0.001),
+        takes_schedule=False,
     ),
 )
 IDS = [e.name for e in OPTIMIZERS]
@@ -233,7 +244,7 @@ def _takes_a_schedule(factory):
 @parametrize_optimizers
 def test_learning_rate_schedule(entry):
   learning_rate = entry.kwargs['learning_rate']
-  if not _takes_a_schedule(entry.factory):
+  if not (_takes_a_schedule(entry.factory) and entry.takes_schedule):
     with pytest.raises(ValueError, match='`learning_rate`.*float'):
       entry.factory(
           **dict(

@@ -123,7 +123,7 @@ def get_config(
           'b2': 0.999,
           'eps': 1e-8,
           'weight_decay': weight_decay,
-          'acme': acme,
+          'adapt_learning_rate': acme,
           'adam': adam,
           'asam': asam,
           'rho': rho,

@@ -38,7 +38,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     'acme': {
         'learning_rate': 1e-2,
         'optimizer_kwargs': {
-            'acme': True,
+            'adapt_learning_rate': True,
             'adam': True,
             'schedule_steps': 50_000,
         },

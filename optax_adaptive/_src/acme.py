@@ -32,7 +32,7 @@ class AcmeBranch(enum.IntEnum):
   """
 
   REJECTED = -2  # a non-finite quantity: the step was rejected
-  NO_ACME = -1  # `acme=False` (the rate is not adapted), or no step yet
+  NO_ACME = -1  # `adapt_learning_rate=False`, or no step yet
   NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
   CUBIC_BETTER = 1  # slopes change sign, L1 <= L0: the cubic's minimiser
   CUBIC_WORSE = 2  # slopes change sign, L1 > L0: the cubic's minimiser
@@ -63,8 +63,8 @@ class AcmeState(NamedTuple):
     schedule_factor: the internal cosine factor on the leap, from 1 down to
       0.01 over ``schedule_steps``.
     branch: the row of the step-size table the last step took, an
-      :class:`AcmeBranch` (0 to 7; -1 without ``acme`` and before the first
-      step, -2 for a rejected step).
+      :class:`AcmeBranch` (0 to 7; -1 without ``adapt_learning_rate`` and
+      before the first step, -2 for a rejected step).
     num_rejected: number of steps rejected for a non-finite quantity.
   """
 
@@ -287,13 +287,13 @@ def step_size_table(loss0, loss1, slope0, slope1, learning_rate, b1):
 
 
 def acme(
-    learning_rate: float = 1e-3,
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     *,
-    acme: bool = True,  # pylint: disable=redefined-outer-name
+    adapt_learning_rate: bool = True,
     adam: bool = True,
     asam: bool = False,
     rho: float = 1.0,
@@ -331,8 +331,9 @@ def acme(
   With ``asam`` the gradient that enters the moments is taken at
   :math:`p_0 + e`, :math:`e = \rho\, h w^2 / \|h w\|`, :math:`h = g_0 / D`,
   :math:`w = |p_0| + \eta_{asam}` on the leaves of ``asam_mask``. Without
-  ``acme`` the step is the look alone (Adam/SGD with the damped moments, with
-  Nesterov momentum if asked) and the rate is fixed.
+  ``adapt_learning_rate`` the step is the look alone (Adam/SGD with the damped
+  moments, with Nesterov momentum if asked) and the rate is fixed, or follows
+  a schedule.
 
   **Non-finite values.** A step in which the loss at either point, a slope,
   the rate, a sum over the moments or the gradients, or a moment it would
@@ -397,19 +398,26 @@ def acme(
   Args:
     learning_rate: the initial rate; the adapted one is
       ``state.adapted_learning_rate``, so under ``optax.inject_hyperparams``
-      the injected value sets the start only.
+      the injected value sets the start only. With
+      ``adapt_learning_rate=False`` it may be an optax schedule of the step
+      count (``state.count``), which then sets the rate of every step; a
+      schedule is refused when the rate is adapted, since the adaptation and
+      the internal cosine factor already set it.
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to :math:`\sqrt{v / c_2}`.
     weight_decay: multiplies the parameters by :math:`1 - a \lambda` after the
-      leap (the look, without ``acme``), :math:`a` the step taken.
-    acme: adapt the rate (two evaluations per step) or not (one).
+      leap (the look, without
+      ``adapt_learning_rate``), :math:`a` the step taken.
+    adapt_learning_rate: adapt the rate (two evaluations per step) or not
+      (one).
     adam: Adam's denominator, or SGD with momentum.
     asam: evaluate the gradient at an adaptive adversarial point (one more
       evaluation per step).
     rho: ASAM's radius.
     eta: ASAM's offset to :math:`|p|`.
-    nesterov: Nesterov momentum in the look (without ``acme``) and the leap.
+    nesterov: Nesterov momentum in the look (without
+      ``adapt_learning_rate``) and the leap.
     bias_correction: Adam's bias corrections and the :math:`1-\beta_1` scaling
       of the first momentum.
     schedule_steps: length of the internal cosine factor on the leap.
@@ -450,12 +458,15 @@ def acme(
     ICML 2021.
   """
   if callable(learning_rate):
-    raise ValueError(
-        '`learning_rate` of acme is the initial rate, a float: acme adapts the '
-        'rate itself, and its leap follows an internal cosine factor over '
-        '`schedule_steps`.'
-    )
-  validation.check_positive('learning_rate', learning_rate)
+    if adapt_learning_rate:
+      raise ValueError(
+          '`learning_rate` of acme is the initial rate, a float: acme adapts '
+          'the rate itself, and its leap follows an internal cosine factor '
+          'over `schedule_steps`. A schedule is taken with '
+          '`adapt_learning_rate=False`.'
+      )
+  else:
+    validation.check_positive('learning_rate', learning_rate)
   validation.check_beta('b1', b1)
   validation.check_beta('b2', b2)
   validation.check_non_negative('eps', eps)
@@ -464,7 +475,10 @@ def acme(
   validation.check_non_negative('eta', eta)
   validation.check_positive('max_learning_rate', max_learning_rate)
   schedule_steps = _check_schedule_steps(schedule_steps)
-  use_acme = acme
+
+  def rate_at(count):
+    """The rate of step `count` when it is a schedule, else the given rate."""
+    return learning_rate(count) if callable(learning_rate) else learning_rate
 
   def init_fn(params):
     _refuse_masked(params)
@@ -473,7 +487,7 @@ def acme(
         count=jnp.zeros([], jnp.int32),
         mu=numerics.zeros_like_moments(params, mu_dtype),
         nu=numerics.zeros_like_moments(params, nu_dtype) if adam else None,
-        adapted_learning_rate=jnp.asarray(learning_rate, float_dtype),
+        adapted_learning_rate=jnp.asarray(rate_at(0), float_dtype),
         step=jnp.zeros([], jnp.int32),
         schedule_factor=jnp.ones([], float_dtype),
         branch=jnp.array(AcmeBranch.NO_ACME, jnp.int32),
@@ -506,6 +520,8 @@ def acme(
       return loss.astype(lr.dtype), _widened(grads)
 
     lr = state.adapted_learning_rate
+    if callable(learning_rate):
+      lr = jnp.asarray(rate_at(state.count), lr.dtype)
     loss0 = jnp.asarray(value).astype(lr.dtype)
     grads0, params0 = _widened(updates), _widened(params)
     initialized = state.step > 0
@@ -580,7 +596,7 @@ def acme(
 
     mu1, nu1, avg_finite = average(mu0, nu0, direction_grads)
     look_denominators = denominators(nu1)
-    look_scale = b1 if (nesterov and not use_acme) else 1.0
+    look_scale = b1 if (nesterov and not adapt_learning_rate) else 1.0
     params1 = jax.tree.map(
         lambda p, m, d: p - lr * look_scale * _divide(m, d),
         params0,
@@ -588,7 +604,7 @@ def acme(
         look_denominators,
     )
 
-    if not use_acme:
+    if not adapt_learning_rate:
       if nesterov:
         params1 = jax.tree.map(
             lambda p, g, d: p - lr * (1 - b1) * _divide(g, d),
@@ -598,7 +614,7 @@ def acme(
         )
       params1 = optax.tree.scale(1 - lr * weight_decay, params1)
       # The loss is not read here, but a non-finite one means the gradient
-      # cannot be trusted either: reject, as with ``acme``.
+      # cannot be trusted either: reject, as when the rate is adapted.
       accepted = avg_finite & jnp.isfinite(loss0)
       new_params, mu, nu = params1, mu1, nu1
       new_lr, schedule_factor = lr, state.schedule_factor
@@ -691,7 +707,7 @@ def acme(
         schedule_factor=jnp.where(
             accepted,
             schedule_factor,
-            1.0 if use_acme else state.schedule_factor,
+            1.0 if adapt_learning_rate else state.schedule_factor,
         ).astype(lr.dtype),
         branch=jnp.where(accepted, branch, AcmeBranch.REJECTED).astype(
             jnp.int32

@@ -33,7 +33,7 @@ METHODS = {
     'adaloss': (0.5, {'b0': 1.0}),
     'adamw': (3e-3, {'weight_decay': 1e-2}),
     'adadiff': (1e-2, {}),
-    'acme': (0.1, {'acme': True, 'adam': True}),
+    'acme': (0.1, {'adapt_learning_rate': True, 'adam': True}),
 }
 
 

@@ -198,7 +198,7 @@ def test_acme_without_adaptation_follows_the_schedule():
       schedule='cosine',
       steps_per_epoch=1,
       num_epochs=4,
-      acme=False,
+      adapt_learning_rate=False,
       adam=False,
   )
   params = {'w': jnp.ones(3)}
