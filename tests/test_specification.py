@@ -24,7 +24,7 @@ OUTSIDE = re.compile(r'algorithms\.md|\.\./shared|/wor[k]/', re.IGNORECASE)
 CITATION = re.compile(r'specification\.md#([\w-]+)')
 
 
-def _anchors() -> set[str]:
+def section_anchors() -> set[str]:
   """The labels of the specification's sections, its MyST targets."""
   return set(
       re.findall(r'^\(([\w-]+)\)=$', SPECIFICATION.read_text(), re.MULTILINE)
@@ -63,7 +63,7 @@ def test_no_tracked_file_cites_a_document_outside_the_repository(
 
 
 def test_every_citation_names_a_section_of_the_specification(tracked_texts):
-  anchors = _anchors()
+  anchors = section_anchors()
   cited = {
       (name, label)
       for name, text in tracked_texts.items()
