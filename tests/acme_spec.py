@@ -1,4 +1,4 @@
-"""ALGORITHMS.md §4 (ACME) transcribed in plain NumPy float64, for the tests.
+"""ACME as docs/specification.md#spec-acme states it, in NumPy float64.
 
 One step at a time, from a state of plain arrays: the tests compare the
 library with it value by value around rejections, where the reference runs

@@ -1,9 +1,10 @@
 """Replays the reference trajectories recorded with the authors' PyTorch code.
 
-The cases live in `tests/testdata/reference` (a copy of the project's shared
-reference runs; its README gives the format). Each case trains a one-conv,
-one-dense classifier in PyTorch layouts for a few steps; `replay` runs the same
-steps through an optax transformation and returns what the reference stored.
+The cases live in `tests/testdata/reference`: runs of the authors' code, which
+its `regenerate.py` makes again, in the format its README gives. Each case
+trains a one-conv, one-dense classifier in PyTorch layouts for a few steps;
+`replay` runs the same steps through an optax transformation and returns what
+the reference stored.
 """
 
 import dataclasses

@@ -20,7 +20,7 @@ from optax_adaptive._src import acme as acme_module
 
 
 def table_oracle(loss0, loss1, slope0, slope1, lr, b1):
-  """ALGORITHMS.md's table, transcribed in plain Python floats.
+  """docs/specification.md#spec-acme-table transcribed in plain Python floats.
 
   Returns ``(lr_new, lr_opt, code)``, ``code`` the authors' row number.
   """

@@ -3,7 +3,7 @@ trees, and the wrappers and inputs around it.
 
 test_acme.py has the table and the jitted step; test_parity.py the reference
 runs. The steps around a rejection are compared value by value with
-acme_spec, a NumPy transcription of ALGORITHMS.md.
+acme_spec, a NumPy transcription of docs/specification.md#spec-acme.
 """
 
 import functools
@@ -358,7 +358,8 @@ def test_float32_table_matches_the_float64_transcription_at_any_rate(
   )
 
 
-# The guards beyond ALGORITHMS.md's list: each is the only one to fire here.
+# The guards of docs/specification.md#spec-acme-rejection beyond the losses,
+# slopes and rate: each is the only one to fire here.
 
 
 def _one_update(optimizer, params, grads, loss0, value_fn, state=None):

@@ -23,6 +23,7 @@ import time
 import urllib.parse
 
 import pytest
+import test_specification
 
 import optax_adaptive
 
@@ -120,6 +121,15 @@ def test_every_internal_link_resolves(site):
         if fragment not in site[target].ids:
           broken.append(f'{page_path.relative_to(SITE)}: <{tag}> {link} (#)')
   assert broken == []
+
+
+def test_the_specification_has_the_anchor_of_every_section(site):
+  """A citation docs/specification.md#<target> is the page's address too."""
+  page = SITE / 'specification.html'
+  assert page in site, 'no page for docs/specification.md'
+  anchors = test_specification.section_anchors()
+  assert len(anchors) >= 15
+  assert sorted(anchors - site[page].ids) == []
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,8 @@ def scale_by_adadiff(
     Huang et al., AdaDiff: Adaptive gradient descent with the differential of
     gradient, 2021 (code: `deerOfHd/AdaDiff_v1
     <https://github.com/deerOfHd/AdaDiff_v1>`_).
+
+    Specification: :ref:`docs/specification.md#spec-adadiff <spec-adadiff>`.
   """
   validation.check_beta('b1', b1)
   validation.check_beta('b2', b2)
@@ -240,6 +242,8 @@ def adadiff(
     Huang et al., AdaDiff: Adaptive gradient descent with the differential of
     gradient, 2021 (code: `deerOfHd/AdaDiff_v1
     <https://github.com/deerOfHd/AdaDiff_v1>`_).
+
+    Specification: :ref:`docs/specification.md#spec-adadiff <spec-adadiff>`.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_non_negative('weight_decay', weight_decay)

@@ -107,6 +107,9 @@ def scale_by_adagrad_norm(
   References:
     Ward, Wu and Bottou, `AdaGrad stepsizes: sharp convergence over nonconvex
     landscapes <https://arxiv.org/abs/1806.01811>`_, ICML 2019.
+
+    Specification: :ref:`docs/specification.md#spec-adagrad-norm
+    <spec-adagrad-norm>`.
   """
   validation.check_positive('b0', b0)
   validation.check_choice('granularity', granularity, _GRANULARITIES)
@@ -234,6 +237,9 @@ def adagrad_norm(
     Ward, Wu and Bottou, `AdaGrad stepsizes: sharp convergence over nonconvex
     landscapes <https://arxiv.org/abs/1806.01811>`_, ICML 2019;
     Wu, Xie, Du and Ward, AdaLoss, AAAI 2022 (the baseline's ``'rows'`` form).
+
+    Specification: :ref:`docs/specification.md#spec-adagrad-norm
+    <spec-adagrad-norm>`.
   """
   validation.check_learning_rate(learning_rate)
   return optax.chain(

@@ -85,6 +85,8 @@ def scale_by_adaloss(
     Wu, Xie, Du and Ward, `AdaLoss: A computationally-efficient and provably
     convergent adaptive gradient method <https://arxiv.org/abs/2109.08282>`_,
     AAAI 2022.
+
+    Specification: :ref:`docs/specification.md#spec-adaloss <spec-adaloss>`.
   """
   validation.check_positive('b0', b0)
   validation.check_non_negative('alpha', alpha)
@@ -174,6 +176,8 @@ def adaloss(
     Wu, Xie, Du and Ward, `AdaLoss: A computationally-efficient and provably
     convergent adaptive gradient method <https://arxiv.org/abs/2109.08282>`_,
     AAAI 2022.
+
+    Specification: :ref:`docs/specification.md#spec-adaloss <spec-adaloss>`.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_non_negative('weight_decay', weight_decay)

@@ -159,6 +159,9 @@ def add_decoupled_weight_decay(
   References:
     Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
+
+    Specification: :ref:`docs/specification.md#spec-weight-decay
+    <spec-weight-decay>`.
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: u - decay * p,
@@ -212,6 +215,9 @@ def proximal_weight_decay(
   References:
     Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
+
+    Specification: :ref:`docs/specification.md#spec-weight-decay
+    <spec-weight-decay>`.
   """
   return _scheduled_weight_decay(
       lambda u, p, decay: (u - decay * p) / (1 + decay),
@@ -364,6 +370,9 @@ def adam_l2(
   References:
     Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
+
+    Specification: :ref:`docs/specification.md#spec-weight-decay
+    <spec-weight-decay>`.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_non_negative('weight_decay', weight_decay)
@@ -438,6 +447,9 @@ def adamw(
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022;
     Loshchilov and Hutter, `Decoupled weight decay regularization
     <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+
+    Specification: :ref:`docs/specification.md#spec-weight-decay
+    <spec-weight-decay>`.
   """
   return optax.chain(
       _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),
@@ -504,6 +516,9 @@ def adam_prox(
   References:
     Zhuang, Liu, Cutkosky and Orabona, `Understanding AdamW through proximal
     methods and scale-freeness <https://arxiv.org/abs/2202.00089>`_, TMLR 2022.
+
+    Specification: :ref:`docs/specification.md#spec-weight-decay
+    <spec-weight-decay>`.
   """
   return optax.chain(
       _scale_by_adam(b1, b2, eps, mu_dtype, nu_dtype),

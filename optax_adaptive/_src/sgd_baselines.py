@@ -56,6 +56,9 @@ def sgd_constant(
 
   References:
     Wu, Xie, Du and Ward, AdaLoss, AAAI 2022 (the "SGD-Constant" baseline).
+
+    Specification: :ref:`docs/specification.md#spec-sgd-baselines
+    <spec-sgd-baselines>`.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_positive('b0', b0)
@@ -108,6 +111,9 @@ def scale_by_decay_sqrt(
 
   References:
     Wu, Xie, Du and Ward, AdaLoss, AAAI 2022 (the "SGD-DecaySqrt" baseline).
+
+    Specification: :ref:`docs/specification.md#spec-sgd-baselines
+    <spec-sgd-baselines>`.
   """
   validation.check_positive('b0', b0)
   validation.check_non_negative('alpha', alpha)
@@ -163,6 +169,9 @@ def sgd_decay_sqrt(
 
   References:
     Wu, Xie, Du and Ward, AdaLoss, AAAI 2022 (the "SGD-DecaySqrt" baseline).
+
+    Specification: :ref:`docs/specification.md#spec-sgd-baselines
+    <spec-sgd-baselines>`.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_non_negative('weight_decay', weight_decay)
