@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import optax_adaptive
-from optax_adaptive._src import acme as acme_module
+from optax_adaptive._src import acme_table
 
 
 def table_oracle(loss0, loss1, slope0, slope1, lr, b1):
@@ -53,7 +53,7 @@ def table_oracle(loss0, loss1, slope0, slope1, lr, b1):
 
 def _table(*args):
   with jax.enable_x64(True):
-    new, fitted, branch = acme_module.step_size_table(
+    new, fitted, branch = acme_table.step_size_table(
         *(jnp.float64(a) for a in args[:-1]), args[-1]
     )
     return float(new), float(fitted), int(branch)

@@ -20,7 +20,7 @@ import pytest
 import test_acme
 
 import optax_adaptive
-from optax_adaptive._src import acme as acme_module
+from optax_adaptive._src import acme_table, numerics
 
 Branch = optax_adaptive.AcmeBranch
 
@@ -299,7 +299,7 @@ def test_significance_is_against_the_larger_loss_of_either_sign(
       test_acme.table_oracle(loss0, loss1, 1.0, 1.0, 0.1, 0.9)[2] != 0
   ) == significant
   with jax.enable_x64(dtype == jnp.float64):
-    _, _, branch = acme_module.step_size_table(
+    _, _, branch = acme_table.step_size_table(
         *(jnp.asarray(v, dtype) for v in (loss0, loss1, 1.0, 1.0, 0.1)), 0.9
     )
   assert (int(branch) != Branch.NOT_SIGNIFICANT) == significant
@@ -349,7 +349,7 @@ def test_float32_table_matches_the_float64_transcription_at_any_rate(
     expected = test_acme.table_oracle(loss0, loss1, slope0, slope1, lr, b1)
   except ZeroDivisionError:  # a cubic without a cubic term: no oracle there
     hypothesis.assume(False)
-  new, fitted, branch = acme_module.step_size_table(
+  new, fitted, branch = acme_table.step_size_table(
       *(jnp.float32(v) for v in (loss0, loss1, slope0, slope1, lr)), b1
   )
   assert int(branch) == expected[2]
@@ -433,7 +433,7 @@ def test_a_second_moment_that_overflows_its_dtype_after_an_improvement():
 
 def test_bfloat16_leaves_are_summed_in_float32():
   ones = jnp.ones(1001, jnp.bfloat16)
-  total = acme_module._weighted_sum(ones, ones, jnp.ones((), jnp.bfloat16))  # pylint: disable=protected-access
+  total = numerics.weighted_sum(ones, ones, jnp.ones((), jnp.bfloat16))
   assert total.dtype == jnp.float32 and float(total) == 1001.0  # bf16: 1000
 
 

@@ -53,8 +53,13 @@ def test_float64_trajectory_matches_reference(name):
         err_msg=f'{name}: {param}',
     )
   if scalars is not None:
+    # The diverging run's fitted rates cancel digits: the summation order's
+    # rounding, 1e-16, is 1e-14 of the rate after its first step and up to
+    # 9.7e-11 relative by step 45 (measured on an AVX2 machine, where XLA's
+    # float64 sums are ordered otherwise than on AVX-512 ones).
+    rtol = 1e-10 if name in DIVERGING_CASES else 1e-12
     np.testing.assert_allclose(
-        scalars, case.arrays['scalars'], rtol=1e-12, atol=1e-10
+        scalars, case.arrays['scalars'], rtol=rtol, atol=1e-10
     )
   if 'codes' in case.arrays:
     # AcmeBranch numbers the rows as the authors' `cod` does (cubic split

@@ -5,144 +5,23 @@ again at a look-ahead point on the same minibatch (a third time with ASAM, at an
 adversarial point), fits a cubic to the two values and slopes along the step,
 and moves the learning rate toward the fit's minimiser. The authors' PyTorch
 code drives this with a closure and Python branches; here every branch is a
-``jnp.where`` on device values, so a step is one compiled program.
+``jnp.where`` on device values, so a step is one compiled program. Its steps
+are in ``acme_steps``, its step-size table in ``acme_table``.
 """
 
 from collections.abc import Callable
-import enum
 import functools
 import inspect
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_adaptive._src import numerics, validation
-
-
-class AcmeBranch(enum.IntEnum):
-  """Values of :attr:`AcmeState.branch`: the row of the step-size table taken.
-
-  The rows 0 to 7 are numbered as the authors' code numbers them (its ``cod``),
-  so a run can be compared with theirs row for row.
-  """
-
-  REJECTED = -2  # a non-finite quantity: the step was rejected
-  NO_ACME = -1  # `adapt_learning_rate=False`, or no step yet
-  NOT_SIGNIFICANT = 0  # |L1 - L0| too small to fit: double or keep
-  CUBIC_BETTER = 1  # slopes change sign, L1 <= L0: the cubic's minimiser
-  CUBIC_WORSE = 2  # slopes change sign, L1 > L0: the cubic's minimiser
-  PARABOLA_NEW = 3  # improved, still descending: parabola at the look point
-  PARABOLA_OLD = 4  # worse, was descending: parabola at the start
-  GROW = 5  # improved, both slopes descending: extrapolate up
-  SHRINK = 6  # worse, both slopes ascending: extrapolate down
-  OTHERWISE = 7  # keep the rate if improved, else zero
-
-
-_SCHEDULE_FLOOR = 0.01
-_SIGNIFICANCE = 1e4  # |L1 - L0| must exceed max(L0, L1) / _SIGNIFICANCE
-
-
-class AcmeState(NamedTuple):
-  """State of :func:`acme`.
-
-  Attributes:
-    count: number of ``update`` calls.
-    mu: first moment (per parameter).
-    nu: second moment (per parameter); None without ``adam``, which never
-      reads it.
-    adapted_learning_rate: the adapted learning rate, to use at the next step.
-    step: the algorithm's step :math:`t`, from 1; a rejected step resets it
-      to 1 (it drives the bias corrections and the internal schedule). 0 until
-      the moments are initialised: at the first call, or at a later one if the
-      first call's gradient gave moments that are not finite.
-    schedule_factor: the internal cosine factor on the leap, from 1 down to
-      0.01 over ``schedule_steps``.
-    branch: the row of the step-size table the last step took, an
-      :class:`AcmeBranch` (0 to 7; -1 without ``adapt_learning_rate`` and
-      before the first step, -2 for a rejected step).
-    num_rejected: number of steps rejected for a non-finite quantity.
-  """
-
-  count: chex.Array  # shape=(), dtype=jnp.int32.
-  mu: optax.Updates
-  nu: optax.Updates | None
-  adapted_learning_rate: chex.Array  # shape=(), the default float dtype.
-  step: chex.Array  # shape=(), dtype=jnp.int32.
-  schedule_factor: chex.Array  # shape=(), the default float dtype.
-  branch: chex.Array  # shape=(), dtype=jnp.int32, an AcmeBranch.
-  num_rejected: chex.Array  # shape=(), dtype=jnp.int32.
-
-
-def _widened(tree):
-  """Every leaf in float32 at least: half-precision products overflow.
-
-  A float16 gradient of 300 has a square beyond float16's range; moments,
-  sums and steps are computed in float32 (float64 stays float64).
-  """
-  return jax.tree.map(
-      lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree
-  )
-
-
-def _divide(numerator, denominator):
-  """``numerator / denominator``, 0 where the denominator is 0.
-
-  With ``eps=0`` an entry whose gradient has been zero has a zero
-  denominator, and its numerator (a moment, or a gradient now moving) is
-  finite: that entry contributes nothing rather than a NaN. A non-finite
-  numerator stays non-finite, so the guard still rejects it.
-  """
-  return jnp.where(denominator > 0, numerator / denominator, numerator * 0)
-
-
-def _tree_sum(tree, dtype) -> jax.Array:
-  """The sum of every element of every leaf; 0 for a tree without leaves."""
-  return sum(
-      (jnp.sum(x) for x in jax.tree.leaves(tree)), start=jnp.zeros([], dtype)
-  )
-
-
-def _weighted_sum(a, b, denominators) -> jax.Array:
-  """:math:`\\sum a \\cdot b / D` over every element of every leaf.
-
-  Low-precision leaves (bfloat16, float16) are summed in float32: the slopes
-  and the damping factor are differences of these sums, which bfloat16's three
-  significant digits would swamp (the authors' code sums in float64).
-  """
-
-  def term(x, y, d):
-    dtype = jnp.promote_types(jnp.result_type(x, y, d), jnp.float32)
-    return _divide(x.astype(dtype) * y.astype(dtype), jnp.asarray(d, dtype))
-
-  terms = jax.tree.map(term, a, b, denominators)
-  dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(terms))
-  return _tree_sum(terms, dtype)
-
-
-def _all_finite(tree) -> jax.Array:
-  return jax.tree.reduce(
-      jnp.logical_and,
-      jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree),
-      jnp.asarray(True),
-  )
-
-
-def _value_fn_kwargs(value_fn, extra_args) -> dict[str, Any]:
-  """The extra arguments `value_fn` takes: all, or those its signature names."""
-  parameters = inspect.signature(value_fn).parameters.values()
-  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-    return dict(extra_args)
-  names = {p.name for p in parameters}
-  return {k: v for k, v in extra_args.items() if k in names}
-
-
-def _default_asam_mask(params):
-  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+from optax_adaptive._src import acme_steps, numerics, validation
+from optax_adaptive._src.acme_steps import AcmeState
+from optax_adaptive._src.acme_table import AcmeBranch
 
 
 def _refuse_masked(params) -> None:
@@ -185,105 +64,30 @@ def _check_schedule_steps(value):
   return validation.check_integer('schedule_steps', value, 1)
 
 
-def _fitted_rates(diff, slope0, slope1, lr):
-  """The minimisers of the cubic and of the two parabolas, as rates."""
-  if jnp.finfo(jnp.result_type(lr)).bits >= 64:
-    # The authors' expressions, whose rounding the float64 reference runs
-    # record (their rates follow it to 1e-12).
-    a3 = -(slope0 + slope1) / lr**2 - 2 * diff / lr**3
-    b3 = (2 * slope0 + slope1) / lr + 3 * diff / lr**2
-    c3 = -slope0
-    a2_new, b2_new = -slope1 / lr - diff / lr**2, slope1 + 2 * diff / lr
-    a2_old, b2_old = slope0 / lr + diff / lr**2, -slope0
-    return (
-        (-b3 + jnp.sqrt(b3**2 - 3 * a3 * c3)) / (3 * a3),
-        -b2_new / a2_new / 2,
-        -b2_old / a2_old / 2,
-    )
-  # Below float64, lr**3 leaves the range for rates under about 1e-10 or over
-  # about 1e10: the same fits in units x = rate / lr, where the slopes are
-  # s * lr and every minimiser is in [0, 1].
-  unit_slope0, unit_slope1 = slope0 * lr, slope1 * lr
-  a = -(unit_slope0 + unit_slope1) - 2 * diff  # a x^3 + b x^2 - unit_slope0 x
-  b = 2 * unit_slope0 + unit_slope1 + 3 * diff
-  root = jnp.sqrt(b**2 + 3 * a * unit_slope0)
-  # (root - b) / (3 a) loses its digits to cancellation when b > 0; there the
-  # same minimiser is unit_slope0 / (b + root).
-  cubic = jnp.where(b > 0, unit_slope0 / (b + root), (root - b) / (3 * a))
-  parabola_new = (unit_slope1 + 2 * diff) / (unit_slope1 + diff) / 2
-  parabola_old = unit_slope0 / (unit_slope0 + diff) / 2
-  return lr * cubic, lr * parabola_new, lr * parabola_old
+def _value_fn_kwargs(value_fn, extra_args) -> dict[str, Any]:
+  """The extra arguments `value_fn` takes: all, or those its signature names."""
+  parameters = inspect.signature(value_fn).parameters.values()
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+    return dict(extra_args)
+  names = {p.name for p in parameters}
+  return {k: v for k, v in extra_args.items() if k in names}
 
 
-def step_size_table(loss0, loss1, slope0, slope1, learning_rate, b1):
-  r"""The new learning rate from the values and slopes at the two points.
+def _loss_and_grad_at(value_fn, extra_args, params, rate_dtype):
+  """The loss (in the rate's dtype) and gradient (float32 at least) at a point.
 
-  The slopes are :math:`s = \sum m \cdot g / D`, positive when the step
-  direction :math:`-m/D` descends. In float64 the fits use the authors'
-  coefficients; in lower precision they are solved for the rate in units of
-  the current one, where float32 holds them for any rate it can represent.
-
-  Returns:
-    ``(new_rate, fitted_rate, branch)``: the rate the adapted one moves
-    toward, the fit's minimiser used by the leap when the look point was worse,
-    and the row of the table taken.
+  The point is in float32 or wider; `value_fn` sees it in the parameters'
+  dtypes.
   """
-  lr = learning_rate
-  better = loss1 <= loss0
-  diff = loss1 - loss0
-  # max, not the larger magnitude: with negative losses every change counts.
-  significant = jnp.abs(diff) > jnp.maximum(loss0, loss1) / _SIGNIFICANCE
-  cubic, parabola_new, parabola_old = _fitted_rates(diff, slope0, slope1, lr)
+  value_and_grad = jax.value_and_grad(
+      functools.partial(value_fn, **_value_fn_kwargs(value_fn, extra_args))
+  )
 
-  cubic_branch = jnp.where(
-      better, AcmeBranch.CUBIC_BETTER, AcmeBranch.CUBIC_WORSE
-  )
-  branch = jnp.select(
-      [
-          ~significant,
-          (slope0 > 0) & (slope1 < 0),
-          better & (slope1 < 0),
-          ~better & (slope0 > 0),
-          better & (slope0 > 0) & (slope1 > 0),
-          ~better & (slope0 < 0) & (slope1 < 0),
-      ],
-      [
-          AcmeBranch.NOT_SIGNIFICANT,
-          cubic_branch,
-          AcmeBranch.PARABOLA_NEW,
-          AcmeBranch.PARABOLA_OLD,
-          AcmeBranch.GROW,
-          AcmeBranch.SHRINK,
-      ],
-      default=AcmeBranch.OTHERWISE,
-  )
-  keep = jnp.where(better, lr, 0.0)
-  fitted = jnp.select(
-      [
-          (branch == AcmeBranch.CUBIC_BETTER)
-          | (branch == AcmeBranch.CUBIC_WORSE),
-          branch == AcmeBranch.PARABOLA_NEW,
-          branch == AcmeBranch.PARABOLA_OLD,
-      ],
-      [cubic, parabola_new, parabola_old],
-      default=keep,
-  )
-  new = jnp.select(
-      [
-          branch == AcmeBranch.NOT_SIGNIFICANT,
-          branch == AcmeBranch.GROW,
-          branch == AcmeBranch.SHRINK,
-          branch == AcmeBranch.OTHERWISE,
-      ],
-      [
-          jnp.where(better, 2 * lr, lr),
-          jnp.minimum(lr * (1 + slope1 / slope0), lr * (2 - b1) / (1 - b1)),
-          jnp.maximum(-lr * slope1 / slope0, lr * (0.5 - b1) / (1 - b1)),
-          keep,
-      ],
-      default=fitted,
-  )
-  return new, fitted, branch
+  def loss_and_grad(wide_params):
+    loss, grads = value_and_grad(optax.tree.cast_like(wide_params, params))
+    return loss.astype(rate_dtype), numerics.widened(grads)
+
+  return loss_and_grad
 
 
 def acme(
@@ -494,10 +298,22 @@ def acme(
         num_rejected=jnp.zeros([], jnp.int32),
     )
 
-  def internal_schedule(t):
-    """The cosine factor on the leap: 1 at t = 0, 0.01 at `schedule_steps`."""
-    cosine = (1 + jnp.cos(math.pi * t / schedule_steps)) / 2
-    return _SCHEDULE_FLOOR + (1 - _SCHEDULE_FLOOR) * cosine
+  settings = acme_steps.Settings(
+      schedule_steps=schedule_steps,
+      asam_mask=asam_mask,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      weight_decay=weight_decay,
+      rho=rho,
+      eta=eta,
+      max_learning_rate=max_learning_rate,
+      adam=adam,
+      asam=asam,
+      nesterov=nesterov,
+      bias_correction=bias_correction,
+      adapt_learning_rate=adapt_learning_rate,
+  )
 
   def update_fn(
       updates, state, params=None, *, value=None, value_fn=None, **extra_args
@@ -510,217 +326,18 @@ def acme(
       )
     _refuse_masked(params)
     validation.check_scalar_loss(value, 'acme')
-    value_and_grad = jax.value_and_grad(
-        functools.partial(value_fn, **_value_fn_kwargs(value_fn, extra_args))
-    )
-
-    def loss_and_grad(wide_params):
-      """The loss and its gradient at a point computed in float32 or wider."""
-      loss, grads = value_and_grad(optax.tree.cast_like(wide_params, params))
-      return loss.astype(lr.dtype), _widened(grads)
-
     lr = state.adapted_learning_rate
     if callable(learning_rate):
       lr = jnp.asarray(rate_at(state.count), lr.dtype)
-    loss0 = jnp.asarray(value).astype(lr.dtype)
-    grads0, params0 = _widened(updates), _widened(params)
-    initialized = state.step > 0
-    t = jnp.maximum(state.step, 1).astype(lr.dtype)
-    c1, c2 = (1 - b1**t, 1 - b2**t) if bias_correction else (1.0, 1.0)
-
-    def denominators(nu):
-      if adam:
-        return jax.tree.map(lambda v: (jnp.sqrt(v / c2) + eps) * c1, nu)
-      return jax.tree.map(lambda _: jnp.asarray(c1, lr.dtype), grads0)
-
-    def storable(mu, nu):
-      """Whether the moments are finite in the dtypes the state keeps."""
-      finite = _all_finite(optax.tree.cast_like(mu, state.mu))
-      if adam:
-        finite &= _all_finite(optax.tree.cast_like(nu, state.nu))
-      return finite
-
-    def average(mu, nu, grads):
-      """The damped moment update; also says whether it is finite."""
-      scale = denominators(nu) if adam else jax.tree.map(lambda _: 1.0, grads)
-      pg = _weighted_sum(mu, grads, scale)
-      pp = _weighted_sum(mu, mu, scale)
-      gg = _weighted_sum(grads, grads, scale)
-      root = jnp.sqrt((2 - b1**2) * gg * pp + b1**2 * pg**2)
-      k = (b1 * pg - root) / (gg * (b1 - 1))
-      # k >= 0 in exact arithmetic (pg**2 <= pp * gg); a negative k comes from
-      # products that underflow when the gradient is negligible beside the
-      # momentum, where the exact k is large: no damping, as for k >= 1. A
-      # zero momentum (pp = 0) gives k = 0, which would keep it zero for good:
-      # it takes the gradient undamped instead.
-      damping = jnp.where((pp > 0) & (k >= 0) & (k < 1), k, 1.0)
-      damped = jax.tree.map(lambda g: damping * g, grads)
-      mu = optax.tree.update_moment(damped, mu, b1, 1)
-      if adam:
-        nu = optax.tree.update_moment_per_elem_norm(damped, nu, b2, 2)
-      finite = (
-          jnp.isfinite(pg)
-          & jnp.isfinite(pp)
-          & jnp.isfinite(gg)
-          & storable(mu, nu)
-      )
-      return mu, nu, finite
-
-    # The authors initialise the moments once, when the state is empty; a
-    # rejection does not empty it.
-    first_mu = optax.tree.scale((1 - b1) if bias_correction else 1.0, grads0)
-    mu0 = optax.tree.where(initialized, _widened(state.mu), first_mu)
-    nu0 = None
-    if adam:
-      # A leaf without elements has a NaN mean square and nothing to fill.
-      first_nu = jax.tree.map(
-          lambda g: jnp.full_like(g, jnp.mean(jnp.square(g))), grads0
-      )
-      nu0 = optax.tree.where(initialized, _widened(state.nu), first_nu)
-    start_finite = initialized | storable(mu0, nu0)
-
-    direction_grads = grads0
-    if asam:
-      h = jax.tree.map(_divide, grads0, denominators(nu0)) if adam else grads0
-      mask = asam_mask(params) if callable(asam_mask) else asam_mask
-      mask = _default_asam_mask(params) if mask is None else mask
-      weights = jax.tree.map(
-          lambda p, is_weight: jnp.abs(p) + eta if is_weight else 1.0,
-          params0,
-          mask,
-      )
-      hw = jax.tree.map(jnp.multiply, h, weights)
-      norm = optax.tree.norm(hw) + 1e-16
-      perturbation = jax.tree.map(lambda x, w: rho * x * w / norm, hw, weights)
-      _, direction_grads = loss_and_grad(optax.tree.add(params0, perturbation))
-
-    mu1, nu1, avg_finite = average(mu0, nu0, direction_grads)
-    look_denominators = denominators(nu1)
-    look_scale = b1 if (nesterov and not adapt_learning_rate) else 1.0
-    params1 = jax.tree.map(
-        lambda p, m, d: p - lr * look_scale * _divide(m, d),
-        params0,
-        mu1,
-        look_denominators,
-    )
-
-    if not adapt_learning_rate:
-      if nesterov:
-        params1 = jax.tree.map(
-            lambda p, g, d: p - lr * (1 - b1) * _divide(g, d),
-            params1,
-            direction_grads,
-            look_denominators,
-        )
-      params1 = optax.tree.scale(1 - lr * weight_decay, params1)
-      # The loss is not read here, but a non-finite one means the gradient
-      # cannot be trusted either: reject, as when the rate is adapted.
-      accepted = avg_finite & jnp.isfinite(loss0)
-      new_params, mu, nu = params1, mu1, nu1
-      new_lr, schedule_factor = lr, state.schedule_factor
-      branch = jnp.asarray(AcmeBranch.NO_ACME, jnp.int32)
-    else:
-      loss1, grads1 = loss_and_grad(params1)
-      slope0 = _weighted_sum(mu1, grads0, look_denominators)
-      slope1 = _weighted_sum(mu1, grads1, look_denominators)
-      pp = _weighted_sum(mu1, mu1, look_denominators)
-      gg = _weighted_sum(grads1, grads1, look_denominators)
-      target_lr, fitted_lr, branch = step_size_table(
-          loss0, loss1, slope0, slope1, lr, b1
-      )
-
-      worse = loss1 > loss0
-      gamma = (
-          2
-          * (1 - b1)
-          / (1 + b1)
-          * (1 + 2 * b1)
-          / (2 - b1)
-          * state.schedule_factor
-      )
-      leap = jnp.where(worse, fitted_lr, lr) * gamma
-      leap_scale = b1 if nesterov else 1.0
-      new_params = jax.tree.map(
-          lambda p, m, d: p - leap * leap_scale * _divide(m, d),
-          params0,
-          mu1,
-          look_denominators,
-      )
-      if nesterov:
-        nesterov_grads = optax.tree.where(worse, grads0, grads1)
-        new_params = jax.tree.map(
-            lambda p, g, d: p - leap * (1 - b1) * _divide(g, d),
-            new_params,
-            nesterov_grads,
-            look_denominators,
-        )
-      new_params = optax.tree.scale(1 - leap * weight_decay, new_params)
-      new_lr = jnp.minimum(b1 * lr + (1 - b1) * target_lr, max_learning_rate)
-      schedule_factor = internal_schedule(t)
-
-      improved = loss1 < loss0
-      mu2, nu2, second_avg_finite = average(mu1, nu1, grads1)
-      mu = optax.tree.where(improved, mu2, mu1)
-      nu = optax.tree.where(improved, nu2, nu1) if adam else None
-      accepted = (
-          avg_finite
-          & jnp.isfinite(loss0)
-          & jnp.isfinite(loss1)
-          & jnp.isfinite(slope0)
-          & jnp.isfinite(slope1)
-          & jnp.isfinite(lr)
-          & jnp.isfinite(pp)
-          & jnp.isfinite(gg)
-          & jnp.isfinite(new_lr)
-          & (second_avg_finite | ~improved)
-      )
-
-    # A rejected step keeps the parameters and decays the moments it had
-    # reached; moments that a non-finite value spoiled are those from before
-    # the step (the state's, or the initial ones).
-    kept_mu = optax.tree.where(
-        avg_finite, mu1, optax.tree.where(start_finite, mu0, state.mu)
-    )
-    rejected_mu = optax.tree.scale(1 - b1, kept_mu)
-    new_mu = optax.tree.where(accepted, mu, rejected_mu)
-    new_nu = None
-    if adam:
-      kept_nu = optax.tree.where(
-          avg_finite, nu1, optax.tree.where(start_finite, nu0, state.nu)
-      )
-      new_nu = optax.tree.cast_like(
-          optax.tree.where(accepted, nu, kept_nu), state.nu
-      )
-    new_params = optax.tree.where(accepted, new_params, params0)
-    new_state = AcmeState(
-        count=optax.safe_increment(state.count),
-        mu=optax.tree.cast_like(new_mu, state.mu),
-        nu=new_nu,
-        adapted_learning_rate=jnp.where(accepted, new_lr, b1 * lr).astype(
-            lr.dtype
-        ),
-        step=jnp.where(
-            accepted,
-            jnp.maximum(state.step, 1) + 1,
-            start_finite.astype(jnp.int32),
-        ).astype(jnp.int32),
-        schedule_factor=jnp.where(
-            accepted,
-            schedule_factor,
-            1.0 if adapt_learning_rate else state.schedule_factor,
-        ).astype(lr.dtype),
-        branch=jnp.where(accepted, branch, AcmeBranch.REJECTED).astype(
-            jnp.int32
-        ),
-        num_rejected=state.num_rejected + (~accepted).astype(jnp.int32),
-    )
-    new_updates = jax.tree.map(
-        lambda new, old, p: (new - old).astype(p.dtype),
-        new_params,
-        params0,
+    return acme_steps.step(
+        state,
         params,
+        updates,
+        jnp.asarray(value).astype(lr.dtype),
+        lr,
+        _loss_and_grad_at(value_fn, extra_args, params, lr.dtype),
+        settings,
     )
-    return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
