@@ -117,7 +117,8 @@ def acme(
   :math:`L_0` and gradient :math:`g_0`:
 
   1. update the moments with a damping factor :math:`f \le 1` that keeps the
-     new momentum's step no longer than the old one's;
+     new momentum's squared norm :math:`\sum m^2 / D` at most twice the old
+     one's;
   2. look: :math:`p_1 = p_0 - \eta\, m / D`, evaluate :math:`L_1, g_1` there;
   3. fit a cubic to :math:`L_0, L_1` and the slopes
      :math:`s_i = \sum m \cdot g_i / D`, and move the rate toward its
@@ -256,6 +257,8 @@ def acme(
     True
 
   References:
+    Specification: :ref:`docs/specification.md#spec-acme <spec-acme>`.
+
     ACME (ICASSP 2025 submission), code: `ignasi00/acme
     <https://github.com/ignasi00/acme>`_; Kwon, Kim, Park and Choi, `ASAM:
     Adaptive sharpness-aware minimization <https://arxiv.org/abs/2102.11600>`_,

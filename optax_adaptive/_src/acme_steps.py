@@ -5,7 +5,8 @@ moments (:func:`starting_moments`), ASAM's gradient (:func:`asam_gradient`),
 the damped moment update (:func:`damped_moment_update`), then either the look
 as the step (:func:`fixed_rate_step`) or the look, fit and leap
 (:func:`fitted_step`), and the rejection of a step that read a non-finite
-quantity (:func:`accept_or_reject`).
+quantity (:func:`accept_or_reject`); ``docs/specification.md#spec-acme``
+describes each.
 
 Every per-entry quantity is computed in float32 at least, leaf by leaf; the
 tree-wide scalars (sums over every leaf, the losses, the tests on them) pass
@@ -97,8 +98,10 @@ def _bias_corrections(t, settings: Settings):
   return 1 - settings.b1**t, 1 - settings.b2**t
 
 
-def _denominators(moments: _Moments, grads, corrections, rate_dtype, settings):
-  """The step's _denominators: :math:`c_1` without Adam, else per leaf
+def _adam_or_sgd_denominators(
+    moments: _Moments, grads, corrections, rate_dtype, settings
+):
+  """The step's denominators: :math:`c_1` without Adam, else per leaf
 
   :math:`D = (\\sqrt{v / c_2} + \\epsilon)\\, c_1`.
   """
@@ -195,24 +198,25 @@ def starting_moments(state, grads0, settings: Settings):
   return _Moments(mu, nu), storable, finite
 
 
-def _damping_sums(moments: _Moments, grads, _denominators):
+def _damping_sums(moments: _Moments, grads, denominators):
   """:math:`\\sum m g / D`, :math:`\\sum m^2 / D`, :math:`\\sum g^2 / D`."""
   return (
-      numerics.weighted_sum(moments.mu, grads, _denominators),
-      numerics.weighted_sum(moments.mu, moments.mu, _denominators),
-      numerics.weighted_sum(grads, grads, _denominators),
+      numerics.weighted_sum(moments.mu, grads, denominators),
+      numerics.weighted_sum(moments.mu, moments.mu, denominators),
+      numerics.weighted_sum(grads, grads, denominators),
   )
 
 
 def damped_moment_update(
     moments: _Moments, grads, sums, state, settings: Settings
 ):
-  """The moments after a gradient, damped so the step does not lengthen.
+  """The moments after a gradient, damped so the momentum does not grow much.
 
-  The gradient is scaled by :math:`f = \\min(k, 1)`, :math:`k` the root of
-  the damping quadratic in the sums ``(pg, pp, gg)`` of
-  :func:`_damping_sums` (:math:`D` = 1 without Adam's denominator), before
-  the usual exponential averages.
+  The gradient is scaled by :math:`f = \\min(k, 1)`, :math:`k` the factor at
+  which the new momentum's :math:`\\sum m^2 / D` is twice the old one's, from
+  the sums ``(pg, pp, gg)`` of :func:`_damping_sums` (:math:`D` = 1 without
+  Adam's denominator), before the usual exponential averages
+  (``docs/specification.md#spec-acme-damping``).
 
   Returns:
     ``(moments, finite)``: the new moments, and whether the sums are finite
@@ -248,7 +252,7 @@ def damped_moment_update(
   return new, finite
 
 
-def asam_gradient(params, grads0, _denominators, loss_and_grad, settings):
+def asam_gradient(params, grads0, denominators, loss_and_grad, settings):
   """The gradient at ASAM's adversarial point :math:`p_0 + e`.
 
   :math:`e = \\rho\\, h w^2 / \\|h w\\|`, :math:`h = g_0 / D` (:math:`g_0`
@@ -258,7 +262,7 @@ def asam_gradient(params, grads0, _denominators, loss_and_grad, settings):
   params0 = numerics.widened(params)
   h = grads0
   if settings.adam:
-    h = jax.tree.map(numerics.divide_or_zero, grads0, _denominators)
+    h = jax.tree.map(numerics.divide_or_zero, grads0, denominators)
   mask = settings.asam_mask
   mask = mask(params) if callable(mask) else mask
   mask = _default_asam_mask(params) if mask is None else mask
@@ -275,7 +279,7 @@ def asam_gradient(params, grads0, _denominators, loss_and_grad, settings):
   return loss_and_grad(optax.tree.add(params0, perturbation))[1]
 
 
-def _move(params, rate, mu, grads, _denominators, settings: Settings):
+def _move(params, rate, mu, grads, denominators, settings: Settings):
   """A step of `rate` along the momentum, then the decoupled weight decay.
 
   :math:`p - a\\, m / D`, or with Nesterov momentum
@@ -289,25 +293,25 @@ def _move(params, rate, mu, grads, _denominators, settings: Settings):
       lambda p, m, d: p - rate * scale * numerics.divide_or_zero(m, d),
       params,
       mu,
-      _denominators,
+      denominators,
   )
   if settings.nesterov:
     moved = jax.tree.map(
         lambda p, g, d: p - rate * (1 - b1) * numerics.divide_or_zero(g, d),
         moved,
         grads,
-        _denominators,
+        denominators,
     )
   return optax.tree.scale(1 - rate * settings.weight_decay, moved)
 
 
-def _look_point(params0, mu1, _denominators, lr):
+def _look_point(params0, mu1, denominators, lr):
   """:math:`p_1 = p_0 - \\eta\\, m / D`, where ACME evaluates the loss again."""
   return jax.tree.map(
       lambda p, m, d: p - lr * numerics.divide_or_zero(m, d),
       params0,
       mu1,
-      _denominators,
+      denominators,
   )
 
 
@@ -346,11 +350,11 @@ def _leap_factor(b1):
   return 2 * (1 - b1) / (1 + b1) * (1 + 2 * b1) / (2 - b1)
 
 
-def fixed_rate_step(lr, params0, direction_grads, moments, _denominators, s):
+def fixed_rate_step(lr, params0, direction_grads, moments, denominators, s):
   """Without adaptation the step is the look itself, at the given rate."""
   return _Proposal(
       params=_move(
-          params0, lr, moments.mu, direction_grads, _denominators, s.settings
+          params0, lr, moments.mu, direction_grads, denominators, s.settings
       ),
       moments=moments,
       learning_rate=lr,
@@ -360,7 +364,7 @@ def fixed_rate_step(lr, params0, direction_grads, moments, _denominators, s):
   )
 
 
-def fitted_step(lr, loss0, params0, grads0, moments, _denominators, s):
+def fitted_step(lr, loss0, params0, grads0, moments, denominators, s):
   """Look, fit the rate, leap, and average in the look's gradient if better.
 
   Evaluates the loss and gradient at the look point, takes the slopes
@@ -373,11 +377,11 @@ def fitted_step(lr, loss0, params0, grads0, moments, _denominators, s):
   settings = s.settings
   b1 = settings.b1
   loss1, grads1 = s.loss_and_grad(
-      _look_point(params0, moments.mu, _denominators, lr)
+      _look_point(params0, moments.mu, denominators, lr)
   )
-  slope0 = numerics.weighted_sum(moments.mu, grads0, _denominators)
+  slope0 = numerics.weighted_sum(moments.mu, grads0, denominators)
   # The damping's sums for the look's gradient, which Adam's share.
-  slope1, pp, gg = _damping_sums(moments, grads1, _denominators)
+  slope1, pp, gg = _damping_sums(moments, grads1, denominators)
   target_lr, fitted_lr, branch = step_size_table(
       loss0, loss1, slope0, slope1, lr, b1
   )
@@ -388,7 +392,7 @@ def fitted_step(lr, loss0, params0, grads0, moments, _denominators, s):
   leap, worse, improved = numerics.settled(leap, worse, improved)
   nesterov_grads = optax.tree.where(worse, grads0, grads1)
   new_params = _move(
-      params0, leap, moments.mu, nesterov_grads, _denominators, settings
+      params0, leap, moments.mu, nesterov_grads, denominators, settings
   )
   second_sums = (slope1, pp, gg)
   if not settings.adam:
@@ -498,7 +502,7 @@ def step(state, params, grads0, loss0, lr, loss_and_grad, settings: Settings):
   )
   start_denominators = _unit_scale(grads0)
   if settings.adam:
-    start_denominators = _denominators(
+    start_denominators = _adam_or_sgd_denominators(
         start_moments, grads0, s.corrections, lr.dtype, settings
     )
   direction_grads = grads0
@@ -513,7 +517,7 @@ def step(state, params, grads0, loss0, lr, loss_and_grad, settings: Settings):
       state,
       settings,
   )
-  look_denominators = _denominators(
+  look_denominators = _adam_or_sgd_denominators(
       look_moments, grads0, s.corrections, lr.dtype, settings
   )
   if settings.adapt_learning_rate:

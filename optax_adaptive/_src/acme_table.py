@@ -1,7 +1,8 @@
 """ACME's step-size table: the new rate from the values and slopes along a step.
 
 The row of the table a step takes is recorded as an :class:`AcmeBranch`, with
-the authors' numbering, so that a run can be compared with theirs row by row.
+the authors' numbering, so that a run can be compared with theirs row by row
+(``docs/specification.md#spec-acme-table``).
 """
 
 import enum
