@@ -97,6 +97,7 @@ POLICIES = {
     'adam_prox': Policy('zero', 'ignored', squares=True),
     'adadiff': Policy('keep', 'ignored', squares=True),
     'acme': Policy('reject', 'reject', squares=True),
+    'acme_fixed_rate': Policy('reject', 'reject', squares=True),
     'acme_sgd_asam_nesterov': Policy('reject', 'reject', squares=True),
 }
 
