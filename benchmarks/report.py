@@ -20,6 +20,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 import traceback
 from typing import Any
@@ -28,6 +29,13 @@ import jax
 import optax
 
 BENCHMARKS_MD = pathlib.Path(__file__).parent.parent / 'BENCHMARKS.md'
+
+# `python benchmarks/SCRIPT.py` puts only benchmarks/ on the path; the models
+# and pipelines the scripts build on are in experiments/, which is not
+# installed with the library.
+_REPOSITORY = str(pathlib.Path(__file__).resolve().parent.parent)
+if _REPOSITORY not in sys.path:
+  sys.path.append(_REPOSITORY)
 
 
 def time_alternately(
