@@ -3,11 +3,15 @@
 ``robustness`` trains one copy per initial learning rate and seed in a single
 jitted program (``jax.vmap`` over the copies' parameters). Under ``vmap``, a
 ``lax.conv`` whose kernel differs from copy to copy becomes a grouped
-convolution, which XLA's CPU backend runs far slower than a matrix product;
-so each 3x3 convolution here is written as one: the input's 3x3 patches
+convolution, which XLA's CPU backend runs slower than a matrix product; so
+each 3x3 convolution here is written as one: the input's 3x3 patches
 (``lax.conv_general_dilated_patches``, whose kernel is fixed) times the
-kernel, a batched ``dot_general`` under ``vmap``. Layers keep PyTorch's default
-initialisation, as the experiments' other models do.
+kernel, a batched ``dot_general`` under ``vmap``. Measured side by side on the
+project's shared 2-core CPU machine (JAX 0.10.2, under load), Adam steps of
+33 copies on batches of 64 8x8 images took 119 ms with this layer against
+271 ms with ``nnx.Conv`` (medians of 5 epochs of 23 steps, alternated).
+Layers keep PyTorch's default initialisation, as the experiments' other
+models do.
 """
 
 from collections.abc import Sequence
