@@ -397,16 +397,22 @@ def plot_robustness(
       if any(methods[name].family == f for name in results)
   ]
   plt = _pyplot()
+  # Two panels a row, to stay readable at the width of a documentation page.
+  columns = min(2, len(families))
+  rows = -(-len(families) // columns)
   figure, axes = plt.subplots(
-      1,
-      len(families),
-      figsize=(4.2 * len(families), 3.8),
+      rows,
+      columns,
+      figsize=(5 * columns, 3.6 * rows + 0.4),
+      sharex=True,
       sharey=True,
       squeeze=False,
       layout='constrained',
   )
+  for unused in axes.flat[len(families) :]:
+    unused.set_visible(False)
   rates = np.asarray(grid.rates)
-  for axis, family in zip(axes[0], families):
+  for axis, family in zip(axes.flat, families):
     members = [name for name in results if methods[name].family == family]
     if reference not in members:
       axis.plot(
@@ -450,7 +456,8 @@ def plot_robustness(
     axis.set_title(family, fontsize='small')
     axis.grid(alpha=0.3)
     axis.legend(fontsize='x-small')
-  axes[0][0].set_ylabel(f'final test {facts.metric}')
+  for axis in axes[:, 0]:
+    axis.set_ylabel(f'final test {facts.metric}')
   figure.suptitle(
       f'{facts.description}\nmedian over {len(grid.seeds)} seeds, band '
       'from lowest to highest seed, x: most seeds diverged, dotted: chance',

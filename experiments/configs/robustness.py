@@ -99,7 +99,8 @@ METHODS: dict[str, Method] = {
     'cocob': Method(
         _FREE,
         'optax.contrib.cocob(RATE)',
-        'multiplies the coin-betting step (1 recommended)',
+        'scales the gradients before the bet, which is invariant to that '
+        'scale: the rate changes next to nothing',
     ),
     'momo': Method(
         _POLYAK,
