@@ -74,22 +74,22 @@ METHODS: dict[str, Method] = {
     'prodigy': Method(
         _FREE,
         'optax.contrib.prodigy(RATE)',
-        'multiplies the estimated step (1 recommended)',
+        'multiplies the estimated step (default 1)',
     ),
     'dadapt_adamw': Method(
         _FREE,
         'optax.contrib.dadapt_adamw(RATE)',
-        'multiplies the estimated step (1 recommended)',
+        'multiplies the estimated step (default 1)',
     ),
     'dog': Method(
         _FREE,
         'optax.contrib.dog(RATE)',
-        'multiplies the distance-over-gradients step (1 recommended)',
+        'multiplies the distance-over-gradients step (default 1)',
     ),
     'dowg': Method(
         _FREE,
         'optax.contrib.dowg(RATE)',
-        'multiplies the distance-over-gradients step (1 recommended)',
+        'multiplies the distance-over-gradients step (default 1)',
     ),
     'mechanize': Method(
         _FREE,
@@ -99,18 +99,17 @@ METHODS: dict[str, Method] = {
     'cocob': Method(
         _FREE,
         'optax.contrib.cocob(RATE)',
-        'scales the gradients before the bet, which is invariant to that '
-        'scale: the rate changes next to nothing',
+        'scales the gradients before the bet, which ignores their scale',
     ),
     'momo': Method(
         _POLYAK,
         'optax.contrib.momo(RATE)',
-        'the cap on the Polyak step (1 recommended)',
+        'the cap on the Polyak step (default 1)',
     ),
     'momo_adam': Method(
         _POLYAK,
         'optax.contrib.momo_adam(RATE)',
-        'the cap on the Polyak step (1e-2 by default)',
+        'the cap on the Polyak step (default 1e-2)',
     ),
 }
 
