@@ -9,8 +9,8 @@ the transformation is built inside the program, ``jax.vmap`` over the rates
 within ``jax.vmap`` over the seeds. That works for every method here: each
 takes a traced ``learning_rate`` (ACME keeps it in its state as the rate it
 adapts from, and Mechanic takes it through the Adam it wraps), and none
-branches in Python on its value. Under ``vmap`` a ``lax.cond`` (ACME's
-branches) computes both sides, which the time per step includes.
+branches in Python on its value. The time per step is that of the whole
+vmapped program, every copy at once.
 
 :func:`save_state` and :func:`restore_state` keep the grid's state between
 epochs, for ``--resume``.
