@@ -127,17 +127,24 @@ def _link_included_files_to_pages(app, relative_path, parent_docname, content):
   """Points an included file's links to other repository files at pages.
 
   BENCHMARKS.md and experiments/README.md are included, not copied, and link
-  to each other by their paths in the repository; in the site those links
-  must reach the pages that render the files (a path from the source folder,
+  to each other, and to figures committed under docs/, by their paths in the
+  repository; in the site those links must reach the pages that render the
+  files, or the figures in the source folder (a path from the source folder,
   written with a leading slash).
   """
   del parent_docname  # The event's signature.
   included = (pathlib.Path(app.srcdir) / relative_path).resolve().parent
 
+  source = pathlib.Path(app.srcdir).resolve()
+
   def to_page(match):
     target = (included / match.group(1)).resolve()
     if not target.is_relative_to(ROOT):
       return match.group(0)
+    if target.is_relative_to(source):
+      # A file of the site's own source, such as a committed figure: Sphinx
+      # reads a path with a leading slash from the source folder.
+      return f'](/{target.relative_to(source).as_posix()})'
     page = PAGES_OF_FILES.get(target.relative_to(ROOT).as_posix())
     if page is None:
       return match.group(0)

@@ -55,7 +55,7 @@ import sys
 import threading
 from typing import Any
 
-from experiments import adaloss_table
+from experiments import adaloss_table, robustness
 from experiments.configs import acme as acme_config
 from experiments.configs import adadiff_cifar as adadiff_config
 from experiments.configs import adadiff_ptb as adadiff_ptb_config
@@ -966,6 +966,7 @@ def build_parser() -> argparse.ArgumentParser:
       _add_adadiff_ptb,
       _add_prepare,
       _add_compare,
+      robustness.add_parser,
       _add_plot,
   ):
     add(commands)

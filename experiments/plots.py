@@ -7,6 +7,7 @@
 * :func:`plot_heatmap`: the scale-free paper's final test error over the
   initial step size and the weight decay, one panel per method;
 * :func:`plot_comparison`: the ``compare`` command's figure;
+* :func:`plot_robustness`: the ``robustness`` command's figure;
 * :func:`plot_run_folder`: the ``plot`` command, every figure that a run's
   folder or a folder of runs has the files for.
 
@@ -20,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from experiments import run_directory
+from experiments import robustness_report, run_directory
+from experiments.configs import robustness as robustness_config
 
 History = list[dict]
 """A run's metrics records, as :func:`experiments.run_directory.read_metrics`
@@ -363,5 +365,103 @@ def plot_comparison(
       fontsize='small',
   )
   figure.suptitle(title)
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+def plot_robustness(
+    path: pathlib.Path,
+    grid: robustness_config.Grid,
+    facts: robustness_report.TaskFacts,
+    results: dict[str, robustness_report.MethodResult],
+) -> None:
+  """The ``robustness`` command's figure: final metric against the rate.
+
+  One panel per family of methods (``experiments.configs.robustness``), a
+  curve per method: the median over seeds (a run whose loss is not finite
+  counting as chance), its band from the lowest to the highest seed, a cross
+  where most seeds diverged. Adam is drawn dashed in every other panel for
+  reference, chance as a dotted line.
+
+  Args:
+    path: the PNG file to write.
+    grid: the grid trained.
+    facts: the task's facts.
+    results: each method's result, in the table's order.
+  """
+  methods = robustness_config.METHODS
+  reference = robustness_config.REFERENCE_METHOD
+  families = [
+      f
+      for f in robustness_config.FAMILIES
+      if any(methods[name].family == f for name in results)
+  ]
+  plt = _pyplot()
+  # Two panels a row, to stay readable at the width of a documentation page.
+  columns = min(2, len(families))
+  rows = -(-len(families) // columns)
+  figure, axes = plt.subplots(
+      rows,
+      columns,
+      figsize=(5 * columns, 3.6 * rows + 0.4),
+      sharex=True,
+      sharey=True,
+      squeeze=False,
+      layout='constrained',
+  )
+  for unused in axes.flat[len(families) :]:
+    unused.set_visible(False)
+  rates = np.asarray(grid.rates)
+  for axis, family in zip(axes.flat, families):
+    members = [name for name in results if methods[name].family == family]
+    if reference not in members:
+      axis.plot(
+          rates,
+          np.median(robustness_report.scores(results[reference], facts), 0),
+          color='grey',
+          linestyle='--',
+          label=f'{reference} (reference)',
+      )
+    for name in members:
+      scores = robustness_report.scores(results[name], facts)
+      medians = np.median(scores, axis=0)
+      failed = (
+          robustness_report.diverged(
+              results[name].test_metric, results[name].test_loss, facts
+          ).mean(axis=0)
+          > 0.5
+      )
+      (line,) = axis.plot(rates, medians, marker='o', markersize=3, label=name)
+      axis.fill_between(
+          rates,
+          scores.min(0),
+          scores.max(0),
+          color=line.get_color(),
+          alpha=0.15,
+      )
+      axis.plot(
+          rates[failed],
+          medians[failed],
+          linestyle='none',
+          marker='x',
+          markersize=7,
+          color=line.get_color(),
+      )
+    axis.axhline(facts.chance, color='black', linestyle=':', linewidth=1)
+    axis.set(
+        xscale='log',
+        xlabel='initial learning rate',
+        yscale='linear' if facts.metric == 'accuracy' else 'log',
+    )
+    axis.set_title(family, fontsize='small')
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize='x-small')
+  for axis in axes[:, 0]:
+    axis.set_ylabel(f'final test {facts.metric}')
+  figure.suptitle(
+      f'{facts.description}\nmedian over {len(grid.seeds)} seeds, band '
+      'from lowest to highest seed, x: most seeds diverged, dotted: chance',
+      fontsize='small',
+  )
   figure.savefig(path, dpi=100)
   plt.close(figure)
